@@ -38,7 +38,8 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """SD 1.x-style UNet. Exactly one of ``num_heads`` / ``head_dim`` is set (SD 1: heads, SD 2: head size)."""
+    """SD 1.x-style UNet. Attention heads: a fixed ``num_heads`` per transformer (SD 1), or, when ``head_dim``
+    is set, as many heads of that size as the width allows (SD 2); ``head_dim`` wins when both are set."""
 
     in_channels: int = 4  # 9 for inpainting models (latent + mask + masked-image latent)
     out_channels: int = 4
@@ -55,8 +56,8 @@ class UNetConfig:
     norm_groups: int = 32
 
     def __post_init__(self):
-        if (self.num_heads is None) == (self.head_dim is None):
-            raise ValueError("UNetConfig: set exactly one of num_heads and head_dim")
+        if self.num_heads is None and self.head_dim is None:
+            raise ValueError("UNetConfig: set num_heads or head_dim")
         if len(self.attention_levels) != len(self.channel_mult):
             raise ValueError(
                 f"UNetConfig: attention_levels has {len(self.attention_levels)} entries, "
@@ -69,7 +70,7 @@ class UNetConfig:
 
     def heads_for(self, channels: int) -> int:
         """Number of attention heads in a transformer of ``channels`` width."""
-        if self.num_heads is not None:
+        if self.head_dim is None:
             return self.num_heads
         if channels % self.head_dim:
             raise ValueError(f"{channels} channels are not divisible by head_dim={self.head_dim}")

@@ -1,0 +1,64 @@
+"""Multi-head attention: one ``scaled_dot_product_attention`` call for self- and cross-attention.
+
+Queries come from ``x``; keys and values come from ``context`` (cross-attention) or from ``x``
+itself (self-attention). Names follow the checkpoints: ``to_q``, ``to_k``, ``to_v``, ``to_out.0``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Scaled dot-product attention (Vaswani et al. 2017) with separate Q/K/V projections.
+
+    ``context_hook`` (optional) maps the context before the K and V projections; hypernetworks
+    plug in there: ``k = to_k(hk(context))``, ``v = to_v(hv(context))``.
+    """
+
+    def __init__(self, query_dim: int, *, context_dim: int | None = None, heads: int, head_dim: int,
+                 qkv_bias: bool = False):
+        super().__init__()
+        inner = heads * head_dim
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=qkv_bias)
+        self.to_k = nn.Linear(context_dim, inner, bias=qkv_bias)
+        self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
+        self.context_hook = None  # callable(context) -> (context_for_k, context_for_v)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, N, query_dim), context (B, M, context_dim) -> (B, N, query_dim)."""
+        context = x if context is None else context
+        ctx_k = ctx_v = context
+        if self.context_hook is not None:
+            ctx_k, ctx_v = self.context_hook(context)
+        q, k, v = self.to_q(x), self.to_k(ctx_k), self.to_v(ctx_v)
+        B, N, _ = q.shape
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, h, N|M, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(B, N, -1)  # (B, N, h*d)
+        return self.to_out[0](out)
+
+
+class SpatialSelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map, with a residual (the VAE's mid block)."""
+
+    def __init__(self, channels: int, *, norm_groups: int):
+        super().__init__()
+        self.group_norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.ModuleList([nn.Linear(channels, channels)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: x (B, C, H, W) -> (B, C, H, W)."""
+        B, C, H, W = x.shape
+        h = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        q, k, v = (proj(h).unsqueeze(1) for proj in (self.to_q, self.to_k, self.to_v))  # (B, 1, HW, C)
+        h = F.scaled_dot_product_attention(q, k, v).squeeze(1)  # (B, HW, C)
+        h = self.to_out[0](h).transpose(1, 2).reshape(B, C, H, W)
+        return x + h

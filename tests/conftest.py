@@ -1,0 +1,23 @@
+"""Tiny configs shared by the tests: SD 1.x topology at a size that runs in milliseconds on a CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanoldm.config import AutoencoderConfig, ModelConfig, TextEncoderConfig, UNetConfig
+
+TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(True, False),
+                       num_heads=2, context_dim=32, norm_groups=8)
+TINY_UNET_LINEAR = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(True, True),
+                              num_heads=None, head_dim=8, context_dim=32, norm_groups=8,
+                              use_linear_projection=True)
+TINY_UNET_INPAINT = UNetConfig(in_channels=9, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                               attention_levels=(True, True), num_heads=2, context_dim=32, norm_groups=8)
+TINY_VAE = AutoencoderConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, z_channels=4, norm_groups=8)
+TINY_TEXT = TextEncoderConfig(width=32, layers=2, heads=4, mlp_dim=64)
+TINY = ModelConfig(unet=TINY_UNET, vae=TINY_VAE, text=TINY_TEXT)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
