@@ -118,6 +118,23 @@ def read_merges_txt(path: str | Path) -> list[tuple[str, str]]:
     return _parse_merges(lines[start:], path, first_line=start + 1)
 
 
+def read_tokenizer_json(path: str | Path) -> tuple[dict[str, int], list[tuple[str, str]], dict[str, int]]:
+    """Read the BPE model of a `tokenizers` `tokenizer.json` (what transformers 5 saves): vocab, merges
+    (written "a b" or ["a", "b"]) and added tokens (token -> id)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        model = data["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(f"model type {model.get('type')!r}, expected BPE")
+        vocab, merges = dict(model["vocab"]), model["merges"]
+        added = {str(t["content"]): int(t["id"]) for t in data.get("added_tokens") or []}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise TokenizerError(f"{path}: corrupt tokenizer.json ({type(e).__name__}: {e})") from None
+    lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    return vocab, _parse_merges(lines, path, first_line=1), added
+
+
 def check_vocabulary(vocab: dict[str, int], merges: list[tuple[str, str]], source: str | Path) -> None:
     """Raise TokenizerError unless every merge's parts and result are vocabulary tokens."""
     for rank, (a, b) in enumerate(merges):

@@ -31,6 +31,7 @@ from nanoldm.text.bpe import (
     check_vocabulary,
     read_bpe_gz,
     read_merges_txt,
+    read_tokenizer_json,
     read_vocab_json,
 )
 
@@ -93,13 +94,16 @@ class CLIPTokenizer:
         path = Path(path)
         if not path.is_dir():
             raise TokenizerError(f"{path}: tokenizer folder not found")
-        if not (path / "merges.txt").is_file():
-            only_json = " (only tokenizer.json, which is not read)" if (path / "tokenizer.json").is_file() else ""
-            raise TokenizerError(f"{path}: tokenizer folder has no merges.txt{only_json}")
-        if not (path / "vocab.json").is_file():
-            raise TokenizerError(f"{path}: tokenizer folder has no vocab.json")
-        tokenizer = cls(read_vocab_json(path / "vocab.json"), read_merges_txt(path / "merges.txt"), source=path)
-        added = _read_added_tokens(path)
+        if (path / "merges.txt").is_file():
+            if not (path / "vocab.json").is_file():
+                raise TokenizerError(f"{path}: tokenizer folder has no vocab.json")
+            vocab, merges = read_vocab_json(path / "vocab.json"), read_merges_txt(path / "merges.txt")
+            added = _read_added_tokens(path)
+        elif (path / "tokenizer.json").is_file():  # transformers 5 saves only this
+            vocab, merges, added = read_tokenizer_json(path / "tokenizer.json")
+        else:
+            raise TokenizerError(f"{path}: tokenizer folder has no merges.txt (nor a tokenizer.json)")
+        tokenizer = cls(vocab, merges, source=path)
         for token, token_id in sorted(added.items(), key=lambda item: item[1]):
             if tokenizer.token_to_id(token) is None:
                 tokenizer._add_one(token, token_id, path)

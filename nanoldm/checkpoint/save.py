@@ -1,0 +1,75 @@
+"""Write a ``LatentDiffusion`` as our single file, an SD 1.x single file, or a diffusers folder.
+Every file is written atomically; a diffusers folder is assembled beside its destination and renamed into place."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from nanoldm.checkpoint import diffusers_config, keymap
+from nanoldm.checkpoint.formats import CheckpointError, write_safetensors, write_text
+from nanoldm.checkpoint.load import ADDED_TOKENS_KEY, CONFIG_KEY, LAYOUT_KEY
+from nanoldm.model import LatentDiffusion
+
+FORMATS = ("nanoldm", "diffusers", "sd")
+
+
+def save_model(model: LatentDiffusion, path: str | Path, *, format: str = "nanoldm", overwrite: bool = False) -> None:
+    path = Path(path)
+    if format not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if format != "diffusers" and path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{path}: {format} checkpoints are written as .safetensors files (we never write pickles)")
+    if format == "diffusers":
+        save_diffusers(model, path)
+    else:
+        save_single_file(model, path, sd_layout=format == "sd")
+
+
+def save_single_file(model: LatentDiffusion, path: str | Path, *, sd_layout: bool = False) -> None:
+    """Our single file, or with ``sd_layout`` an SD 1.x single file that A1111/ComfyUI read. Both carry our
+    config in the metadata (other tools ignore it), so heads and presets survive the round trip."""
+    metadata = {"format": "pt", CONFIG_KEY: model.config.to_json(),
+                ADDED_TOKENS_KEY: json.dumps(_added_tokens(model))}
+    state = model.state_dict()
+    if sd_layout:
+        metadata[LAYOUT_KEY] = "sd"
+        state = keymap.ours_to_sd(state, model.config)
+    write_safetensors(path, state, metadata)
+
+
+def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
+    """The folder layout of a diffusers ``StableDiffusionPipeline`` (no safety checker)."""
+    folder = Path(folder)
+    cfg = model.config
+    parts = keymap.ours_to_diffusers(model.state_dict(), cfg)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
+    try:
+        configs = {
+            "unet": diffusers_config.unet_config_to_diffusers(cfg.unet),
+            "vae": diffusers_config.vae_config_to_diffusers(cfg.vae),
+            "text_encoder": diffusers_config.text_config_to_transformers(cfg.text),
+        }
+        for part, weights in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                              ("text_encoder", "model")):
+            write_safetensors(tmp / part / f"{weights}.safetensors", parts[part], {"format": "pt"})
+            write_text(tmp / part / "config.json", json.dumps(configs[part], indent=2))
+        write_text(tmp / "scheduler" / "scheduler_config.json",
+                   json.dumps(diffusers_config.schedule_config_to_diffusers(cfg.schedule), indent=2))
+        write_text(tmp / "model_index.json", json.dumps(diffusers_config.model_index(), indent=2))
+        if model.tokenizer is not None:
+            model.tokenizer.save_folder(tmp / "tokenizer")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _added_tokens(model: LatentDiffusion) -> list[str]:
+    tok = model.tokenizer
+    return list(getattr(tok, "added_tokens", []) or []) if tok is not None else []

@@ -1,0 +1,34 @@
+"""``nanoldm COMMAND ...`` (also ``python -m nanoldm``). Each command group lives in its own file and
+registers a sub-parser; bad input ends with a one-line reason on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nanoldm.cli import convert, demo
+
+COMMAND_GROUPS = (convert, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanoldm", description="Latent diffusion (Stable Diffusion), readable.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, OSError) as e:
+        print(f"nanoldm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nanoldm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
