@@ -178,6 +178,20 @@ def test_folder_without_merges(folder, tmp_path):
     assert str(tmp_path) in str(error.value)
 
 
+def test_folder_saved_by_transformers_5_reads_tokenizer_json(ours, reference, tmp_path):
+    """transformers 5 writes only tokenizer.json; its BPE model and added tokens are read from there."""
+    reference = transformers.CLIPTokenizer.from_pretrained(reference.name_or_path)
+    reference.add_tokens(["<star>"])
+    reference.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    loaded = CLIPTokenizer.from_folder(tmp_path)
+    assert loaded.vocab_size == 49409 and loaded.token_to_id("<star>") == 49408
+    prompt = "a <star> at the TOP left, 1girl (masterpiece:1.2)"
+    assert loaded.encode(prompt) == reference(prompt, add_special_tokens=False)["input_ids"]
+    assert loaded.encode("a photo of a cat") == ours.encode("a photo of a cat")
+
+
 def test_folder_without_vocab(folder, tmp_path):
     (tmp_path / "merges.txt").write_bytes((folder / "merges.txt").read_bytes())
     with pytest.raises(TokenizerError, match="no vocab.json"):
