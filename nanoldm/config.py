@@ -110,6 +110,7 @@ class ModelConfig:
     vae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    image_size: int = 512  # the native (training) resolution; generation defaults to it
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_enum_value))
@@ -124,6 +125,7 @@ class ModelConfig:
             vae=_build(AutoencoderConfig, d.get("vae", {})),
             text=_build(TextEncoderConfig, d.get("text", {})),
             schedule=_build(ScheduleConfig, d.get("schedule", {})),
+            **({"image_size": int(d["image_size"])} if "image_size" in d else {}),
         )
 
     @classmethod
@@ -168,6 +170,7 @@ SHAPES_TINY = ModelConfig(
     ),
     vae=AutoencoderConfig(base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, z_channels=4),
     text=TextEncoderConfig(width=128, layers=4, heads=4, mlp_dim=512),
+    image_size=32,
 )
 
 PRESETS = {"sd_v1": SD_V1, "shapes_tiny": SHAPES_TINY}

@@ -21,6 +21,10 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def item(self, i: int) -> "DiagonalGaussian":
+        """The posterior of image ``i`` alone."""
+        return DiagonalGaussian(torch.cat([self.mean[i:i + 1], self.logvar[i:i + 1]], dim=1))
+
     def kl(self) -> torch.Tensor:
         """KL(q || N(0, I)) summed over latent dimensions. Shapes: -> (B,)."""
         var = self.std ** 2
@@ -38,6 +42,9 @@ class PointMass:
 
     def mode(self) -> torch.Tensor:
         return self.mean
+
+    def item(self, i: int) -> "PointMass":
+        return PointMass(self.mean[i:i + 1])
 
     def kl(self) -> torch.Tensor:
         return self.mean.new_zeros(self.mean.shape[0])

@@ -3,6 +3,7 @@
 translated by ``keymap``, and every tensor is checked against the architecture before loading."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def _load_diffusers(folder: Path) -> LatentDiffusion:
         **({"schedule": diffusers_config.schedule_config_from_diffusers(_read_json(scheduler, folder))}
            if scheduler.exists() else {}),
     )
+    sample_size = configs["unet"].get("sample_size")
+    if isinstance(sample_size, int):
+        config = dataclasses.replace(config, image_size=sample_size * config.vae.downsample_factor)
     from nanoldm.text.tokenizer import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_folder(folder / "tokenizer") if (folder / "tokenizer").exists() else _default_tokenizer([])

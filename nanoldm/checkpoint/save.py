@@ -49,8 +49,9 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
     try:
         configs = {
-            "unet": diffusers_config.unet_config_to_diffusers(cfg.unet),
-            "vae": diffusers_config.vae_config_to_diffusers(cfg.vae),
+            "unet": diffusers_config.unet_config_to_diffusers(
+                cfg.unet, sample_size=cfg.image_size // cfg.vae.downsample_factor),
+            "vae": diffusers_config.vae_config_to_diffusers(cfg.vae, sample_size=cfg.image_size),
             "text_encoder": diffusers_config.text_config_to_transformers(cfg.text),
         }
         for part, weights in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),

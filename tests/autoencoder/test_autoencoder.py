@@ -9,16 +9,9 @@ from nanoldm.autoencoder.distribution import DiagonalGaussian
 from nanoldm.config import SD_V1, AutoencoderConfig
 from tests.conftest import TINY_VAE
 
-diffusers = pytest.importorskip("diffusers")
+from tests.reference import reference_vae
 
 
-def reference_vae(cfg: AutoencoderConfig):
-    n = len(cfg.channel_mult)
-    return diffusers.AutoencoderKL(
-        in_channels=cfg.in_channels, out_channels=cfg.out_channels, latent_channels=cfg.z_channels,
-        block_out_channels=tuple(cfg.base_channels * m for m in cfg.channel_mult),
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=cfg.num_res_blocks, norm_num_groups=cfg.norm_groups, scaling_factor=cfg.scale_factor).eval()
 
 
 @pytest.mark.parametrize("mult", [(1, 2), (1, 2, 2), (1, 1, 2, 2), (1, 1, 1, 2, 2)], ids=["f2", "f4", "f8", "f16"])

@@ -10,13 +10,11 @@ from nanoldm.checkpoint.load import load_model
 from nanoldm.checkpoint.save import save_model
 from nanoldm.config import ModelConfig
 from nanoldm.text.tokenizer import CLIPTokenizer
-from tests.autoencoder.test_autoencoder import reference_vae
 from tests.conftest import TINY, TINY_TEXT, TINY_UNET_INPAINT, TINY_UNET_LINEAR, TINY_VAE
-from tests.text.test_clip import reference_text
-from tests.unet.test_unet import reference_unet
 
-diffusers = pytest.importorskip("diffusers")
-transformers = pytest.importorskip("transformers")
+import diffusers
+
+from tests.reference import write_reference_folder
 
 CONFIGS = {
     "conv-proj": TINY,
@@ -25,17 +23,6 @@ CONFIGS = {
 }
 
 
-def write_reference_folder(cfg: ModelConfig, folder: Path):
-    """A diffusers StableDiffusionPipeline folder, written by diffusers and transformers themselves."""
-    tok_dir = folder.parent / f"{folder.name}-tok"
-    CLIPTokenizer.default().save_folder(tok_dir)
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=reference_vae(cfg.vae), text_encoder=reference_text(cfg.text),
-        tokenizer=transformers.CLIPTokenizer.from_pretrained(tok_dir), unet=reference_unet(cfg.unet),
-        scheduler=diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder)
-    return pipe
 
 
 def assert_same_outputs(model, pipe, cfg: ModelConfig):

@@ -6,14 +6,9 @@ from nanoldm.config import SD_V1, TextEncoderConfig
 from nanoldm.text.clip import CLIPTextEncoder
 from tests.conftest import TINY_TEXT
 
-transformers = pytest.importorskip("transformers")
+from tests.reference import reference_text
 
 
-def reference_text(cfg: TextEncoderConfig):
-    return transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.width, num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads, intermediate_size=cfg.mlp_dim, max_position_embeddings=cfg.max_positions,
-        hidden_act=cfg.activation, layer_norm_eps=cfg.layer_norm_eps)).eval()
 
 
 def _ours_from(ref, cfg):

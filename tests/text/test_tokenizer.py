@@ -10,7 +10,7 @@ import torch
 from nanoldm.text import tokenizer as tokenizer_module
 from nanoldm.text.tokenizer import CLIPTokenizer, TokenizerError
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402  (test-only reference)
 
 WORDS = "a photo of the cat dog astronaut riding horse on mars painting portrait city night sky forest".split()
 SD_TAGS = ["masterpiece", "best quality", "8k", "trending on artstation", "highly detailed", "octane render"]

@@ -6,20 +6,11 @@ from nanoldm.config import SD_V1, UNetConfig
 from nanoldm.unet.unet import UNet
 from tests.conftest import TINY_UNET, TINY_UNET_INPAINT, TINY_UNET_LINEAR
 
-diffusers = pytest.importorskip("diffusers")
+import diffusers
+
+from tests.reference import reference_unet
 
 
-def reference_unet(cfg: UNetConfig):
-    """diffusers' model of the same topology, configured by hand (not through our config translation)."""
-    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
-    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))
-    heads = cfg.num_heads if cfg.head_dim is None else tuple(cfg.model_channels * m // cfg.head_dim for m in cfg.channel_mult)
-    return diffusers.UNet2DConditionModel(
-        in_channels=cfg.in_channels, out_channels=cfg.out_channels, down_block_types=down, up_block_types=up,
-        block_out_channels=tuple(cfg.model_channels * m for m in cfg.channel_mult),
-        layers_per_block=cfg.num_res_blocks, cross_attention_dim=cfg.context_dim, attention_head_dim=heads,
-        norm_num_groups=cfg.norm_groups, use_linear_projection=cfg.use_linear_projection,
-        num_class_embeds=cfg.num_classes, mid_block_type="UNetMidBlock2DCrossAttn").eval()
 
 
 @pytest.mark.parametrize("cfg", [TINY_UNET, TINY_UNET_LINEAR, TINY_UNET_INPAINT,
