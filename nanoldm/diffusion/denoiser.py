@@ -1,0 +1,91 @@
+"""From an eps- or v-predicting UNet to ``denoised = denoiser(x, sigma, cond)`` (Karras et al. 2022, sec. 5 and
+table 1, as k-diffusion's ``DiscreteEpsDDPMDenoiser`` / ``DiscreteVDDPMDenoiser`` do).
+
+x lives in sigma space, x = x0 + sigma * eps. The UNet was trained on VP-space inputs
+x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps = x / sqrt(sigma^2 + 1) at the timestep t with sigma_t = sigma, so
+
+    UNet input   c_in x,  c_in = 1 / sqrt(sigma^2 + 1),  timestep sigma_to_t(sigma)
+    eps model    denoised = x - sigma * eps
+    v model      denoised = c_skip x + c_out v,  c_skip = 1 / (sigma^2 + 1),  c_out = -sigma / sqrt(sigma^2 + 1)
+
+Classifier-free guidance (Ho & Salimans 2022) is applied here, on the model output, so samplers never know about it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nanoldm.config import PredictionType
+from nanoldm.diffusion.schedule import NoiseSchedule
+
+
+@dataclass
+class Conditioning:
+    """What the UNet is conditioned on, and how strongly it is guided.
+
+    Shapes: context (B, L, D); uncond_context (B, L, D) or None (same L: the prompt encoder pads them);
+    concat (B, C_extra, h, w) or None, extra input channels (inpainting models) appended after the c_in scaling;
+    class_labels (B,) or None, used for both halves of a guided batch.
+    """
+
+    context: torch.Tensor
+    uncond_context: torch.Tensor | None = None
+    cfg_scale: float = 1.0
+    concat: torch.Tensor | None = None
+    class_labels: torch.Tensor | None = None
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond_context is not None and self.cfg_scale != 1.0
+
+
+class Denoiser:
+    """``denoiser(x, sigma, cond) -> denoised``: the best estimate of x0 given x = x0 + sigma * eps.
+
+    ``unet`` is any callable ``unet(x_t, t, context, class_labels=None) -> (B, C, h, w)``.
+    ``quantize=True`` rounds the timestep the UNet sees to the nearest integer (k-diffusion's ``quantize``;
+    diffusers' DPM-Solver with Karras sigmas does this); sigma itself is never rounded.
+    """
+
+    def __init__(self, unet, schedule: NoiseSchedule, prediction_type: PredictionType = PredictionType.EPSILON,
+                 *, quantize: bool = False):
+        self.unet, self.schedule = unet, schedule
+        self.prediction_type, self.quantize = PredictionType(prediction_type), quantize
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
+        """Shapes: x (B, C, h, w), sigma float, 0-d or (B,) -> denoised (B, C, h, w)."""
+        B = x.shape[0]
+        # 1. one noise level per image, and the UNet's timestep for it
+        sigma = torch.as_tensor(sigma).detach().cpu().double().reshape(-1).expand(B)  # (B,)
+        t = self.schedule.sigma_to_t(sigma)
+        t = (t.round() if self.quantize else t).to(x.device, torch.float32)  # (B,)
+        s = sigma.to(x.device, x.dtype).reshape(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1)
+        # 2. VP-space input, then the extra channels, which are never scaled
+        x_in = x / (s**2 + 1).sqrt()
+        if cond.concat is not None:
+            x_in = torch.cat([x_in, cond.concat.to(x_in.dtype)], dim=1)  # (B, C + C_extra, h, w)
+        # 3. the model output, guided when asked
+        out = self._guided_output(x_in, t, cond) if cond.guided else self.unet(
+            x_in, t, cond.context, class_labels=cond.class_labels)
+        # 4. output -> denoised
+        if self.prediction_type is PredictionType.EPSILON:
+            return x - s * out
+        c_skip, c_out = 1 / (s**2 + 1), -s / (s**2 + 1).sqrt()
+        return c_skip * x + c_out * out
+
+    def _guided_output(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """uncond + cfg_scale * (cond - uncond), from ONE UNet call on the batch [uncond; cond].
+
+        Shapes: x_in (B, C_in, h, w), t (B,) -> (B, C, h, w).
+        """
+        if cond.uncond_context.shape != cond.context.shape:
+            raise ValueError(
+                f"classifier-free guidance needs the negative and positive contexts to have the same shape, got "
+                f"{tuple(cond.uncond_context.shape)} and {tuple(cond.context.shape)}: pad the shorter prompt "
+                f"to the same number of tokens")
+        labels = cond.class_labels
+        out = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]), torch.cat([cond.uncond_context, cond.context]),
+                        class_labels=None if labels is None else torch.cat([labels, labels]))  # (2B, C, h, w)
+        uncond, conditioned = out.chunk(2)
+        return uncond + cond.cfg_scale * (conditioned - uncond)
