@@ -1,0 +1,153 @@
+"""A1111's "infotext": the generation parameters stored in a PNG's ``parameters`` text chunk.
+
+Layout (one string, lines separated by "\\n"):
+
+    a photo of a cat, (masterpiece:1.2)           <- the prompt, any number of lines
+    Negative prompt: blurry, lowres               <- only if there is a negative prompt; may span lines too
+    Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 32x32, Model hash: 0123456789, Model: name
+
+The last line is ``key: value`` pairs joined by ", ". A value holding a comma, a colon or a newline is
+written as a JSON string ("..."). A key whose value equals the key itself is written alone.
+
+`parse_infotext` keeps every value as the string written (JSON strings decoded), so nothing is lost;
+converting ("20" -> 20) is left to the reader, which knows each key's type. Like A1111 it also splits a
+``WxH`` value into ``<key>-1`` and ``<key>-2`` (``Size`` -> ``Size-1`` = W, ``Size-2`` = H), and treats the
+last line as parameters only if it holds at least three ``key: value`` pairs. Keys missing from the text
+are missing from the dict: A1111 reads a missing ``Clip skip`` as 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+__all__ = ["format_infotext", "generation_params", "parse_infotext", "save_png", "read_png_infotext",
+           "model_hash", "PNG_KEY"]
+
+PNG_KEY = "parameters"
+NEGATIVE_PREFIX = "Negative prompt:"
+# key: value, where the value is a JSON string or runs to the next comma
+_PARAM = re.compile(r"""
+    \s*(?P<key>\w[\w \-/]+):\s*
+    (?P<value>"(?:\\.|[^\\"])+"|[^,]*)
+    (?:,|$)
+""", re.VERBOSE)
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+# ---- writing ----
+
+def _quote(value) -> str:
+    """A value as written in the parameters line: JSON-quoted if it holds a comma, colon or newline."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def format_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
+    """Prompt, negative prompt and parameters in A1111's layout; parameters whose value is None are left out."""
+    line = ", ".join(key if key == value else f"{key}: {_quote(value)}"
+                     for key, value in params.items() if value is not None)
+    negative = f"\n{NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def _number(value):
+    """7.0 -> 7, as A1111's infotexts usually show whole numbers; anything else unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def generation_params(*, steps: int, sampler: str, cfg_scale: float, seed: int, width: int, height: int,
+                      model_hash: str | None = None, model: str | None = None,
+                      denoising_strength: float | None = None, clip_skip: int = 1,
+                      extra: dict | None = None) -> dict:
+    """The usual parameters under A1111's names and in its order; ``Clip skip`` only when not 1."""
+    params = {
+        "Steps": steps,
+        "Sampler": sampler,
+        "CFG scale": _number(cfg_scale),
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": model_hash,
+        "Model": model,
+        "Denoising strength": None if denoising_strength is None else _number(denoising_strength),
+        "Clip skip": None if clip_skip <= 1 else clip_skip,
+    }
+    return {**params, **(extra or {})}
+
+
+# ---- reading ----
+
+def _split_prompts(lines: list[str]) -> tuple[str, str]:
+    """Prompt lines, then from a "Negative prompt:" line on, negative prompt lines; each stripped.
+
+    Lines are joined with "\n", except that (as in A1111) empty lines before the first non-empty one vanish.
+    """
+    texts = {"prompt": "", "negative": ""}
+    target = "prompt"
+    for line in (line.strip() for line in lines):
+        if line.startswith(NEGATIVE_PREFIX):
+            target, line = "negative", line[len(NEGATIVE_PREFIX):].strip()
+        texts[target] += f"\n{line}" if texts[target] else line
+    return texts["prompt"], texts["negative"]
+
+
+def _unquote(value: str) -> str:
+    """A JSON-quoted value decoded; a value that is not valid JSON is kept as written."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _parse_params(line: str) -> dict[str, str]:
+    """The parameters line -> {key: value}, with ``WxH`` values also split into ``key-1``/``key-2``."""
+    params: dict[str, str] = {}
+    for key, value in _PARAM.findall(line):
+        value = _unquote(value)
+        params[key] = value
+        size = _SIZE.match(value)
+        if size:
+            params[f"{key}-1"], params[f"{key}-2"] = size.group(1), size.group(2)
+    return params
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Infotext -> ``{"Prompt": ..., "Negative prompt": ..., "Steps": "20", ...}``; all values strings."""
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM.findall(last)) < 3:  # no parameters line: it belongs to the prompt
+        lines, last = [*lines, last], ""
+    prompt, negative = _split_prompts(lines)
+    return {"Prompt": prompt, "Negative prompt": negative, **_parse_params(last)}
+
+
+# ---- files ----
+
+def save_png(image: Image.Image, path: str | Path, infotext: str | None) -> None:
+    """Write `image` as a PNG with `infotext` in its ``parameters`` text chunk (none if None)."""
+    info = PngInfo()
+    if infotext is not None:
+        info.add_text(PNG_KEY, infotext)  # tEXt; PIL writes iTXt when the text is not Latin-1
+    image.save(path, format="PNG", pnginfo=info)
+
+
+def read_png_infotext(path: str | Path) -> str | None:
+    """The ``parameters`` text of a PNG, or None if it has none."""
+    with Image.open(path) as image:
+        image.load()  # text chunks after the image data are read only now
+        return getattr(image, "text", {}).get(PNG_KEY, image.info.get(PNG_KEY))
+
+
+def model_hash(path: str | Path, *, block_size: int = 1 << 20) -> str:
+    """A1111's short model hash ("AutoV2", written as ``Model hash``): the first 10 hex digits of the
+    SHA-256 of the whole file. The file is read in blocks, never whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()[:10]
