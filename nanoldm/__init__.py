@@ -20,12 +20,13 @@ from nanoldm.checkpoint.save import save_model
 from nanoldm.config import (SD_V1, SHAPES_TINY, AutoencoderConfig, ModelConfig, ScheduleConfig, TextEncoderConfig,
                             UNetConfig)
 from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.text.clip import CLIPTextEncoder
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.unet.unet import UNet
 
 __all__ = [
     "AutoencoderConfig", "AutoencoderKL", "CLIPTextEncoder", "CLIPTokenizer", "CheckpointError", "LatentDiffusion",
-    "ModelConfig", "SD_V1", "SHAPES_TINY", "ScheduleConfig", "TextEncoderConfig", "UNet", "UNetConfig",
-    "load_model", "save_model",
+    "ModelConfig", "Pipeline", "SD_V1", "SHAPES_TINY", "ScheduleConfig", "TextEncoderConfig", "UNet", "UNetConfig",
+    "load_model", "load_pipeline", "save_model",
 ]

@@ -20,7 +20,7 @@ def reference_unet(cfg: UNetConfig):
         block_out_channels=tuple(cfg.model_channels * m for m in cfg.channel_mult),
         layers_per_block=cfg.num_res_blocks, cross_attention_dim=cfg.context_dim, attention_head_dim=heads,
         norm_num_groups=cfg.norm_groups, use_linear_projection=cfg.use_linear_projection,
-        num_class_embeds=cfg.num_classes, mid_block_type="UNetMidBlock2DCrossAttn").eval()
+        num_class_embeds=cfg.num_classes, mid_block_type="UNetMidBlock2DCrossAttn", sample_size=64).eval()
 
 
 def reference_vae(cfg: AutoencoderConfig):

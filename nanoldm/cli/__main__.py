@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoldm.cli import convert, demo
+from nanoldm.cli import convert, demo, generate
 
-COMMAND_GROUPS = (convert, demo)
+COMMAND_GROUPS = (generate, convert, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

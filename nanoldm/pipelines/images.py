@@ -1,0 +1,53 @@
+"""Conversions between PIL images and the tensors the networks use."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def load_image(path) -> Image.Image:
+    """Open an image file fully (so a truncated file fails here, with its name), as RGB."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return _to_rgb(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such image file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: unreadable or corrupt image ({' '.join(str(e).split())})") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGBA/LA/palette-with-alpha are composited on white; 16-bit and greyscale converted."""
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def pil_to_tensor(images: list[Image.Image], size: tuple[int, int]) -> torch.Tensor:
+    """RGB images resized to ``size`` = (width, height). Shapes: -> (B, 3, H, W) in [-1, 1]."""
+    arrays = [np.asarray(_resize(_to_rgb(im), size), dtype=np.float32) / 127.5 - 1.0 for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def mask_to_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """White (>= 128) marks the region to repaint. Shapes: -> (1, 1, H, W) of 0/1 floats."""
+    arr = np.asarray(_resize(mask.convert("L"), size), dtype=np.float32)
+    return torch.from_numpy((arr >= 128).astype(np.float32))[None, None]
+
+
+def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """Shapes: (B, 3, H, W) in [-1, 1] -> B RGB images (rounded to the nearest 8-bit value)."""
+    x = (x.detach().float().cpu() / 2 + 0.5).clamp(0, 1)
+    arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return im if im.size == tuple(size) else im.resize(size, Image.Resampling.LANCZOS)

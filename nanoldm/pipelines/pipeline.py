@@ -1,0 +1,100 @@
+"""``Pipeline``: a loaded model plus the three ways to generate with it. Every image comes back as a PIL image
+carrying its A1111 infotext in ``image.info["parameters"]`` (written as the PNG ``parameters`` chunk by
+``save_png``)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from nanoldm.checkpoint.load import load_model
+from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.model import LatentDiffusion
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
+from nanoldm.pipelines.img2img import img2img
+from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
+from nanoldm.pipelines.inpaint import inpaint
+from nanoldm.pipelines.txt2img import txt2img
+from nanoldm.rng import resolve_seed
+from nanoldm.samplers import get_sampler
+
+
+class Pipeline:
+    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 model_path: str | Path | None = None):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = torch.device(device), dtype
+        self.schedule = NoiseSchedule.from_config(model.config.schedule)
+        self.model_path = Path(model_path) if model_path else None
+        self._hash: str | None = None
+
+    unet = property(lambda self: self.model.unet)
+    vae = property(lambda self: self.model.vae)
+    text_encoder = property(lambda self: self.model.text_encoder)
+    tokenizer = property(lambda self: self.model.tokenizer)
+    latent_factor = property(lambda self: self.model.config.vae.downsample_factor)
+
+    def txt2img(self, prompt: str, negative_prompt: str = "", *, progress: bool = True, **options) -> list[Image.Image]:
+        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options))
+        images, seeds = txt2img(self, opts, progress=progress)
+        return self._finish(images, seeds, opts, None)
+
+    def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = 0.75,
+                progress: bool = True, **options) -> list[Image.Image]:
+        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
+                                             **options), image)
+        images, seeds = img2img(self, pil_to_tensor([image], (opts.width, opts.height)), opts, progress=progress)
+        return self._finish(images, seeds, opts, opts.strength)
+
+    def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative_prompt: str = "", *,
+                strength: float = 1.0, progress: bool = True, **options) -> list[Image.Image]:
+        if mask.size != image.size:
+            raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
+                             f"{image.size[0]}x{image.size[1]}: they must be the same size")
+        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
+                                             **options), image)
+        size = (opts.width, opts.height)
+        images, seeds = inpaint(self, pil_to_tensor([image], size), mask_to_tensor(mask, size), opts,
+                                progress=progress)
+        return self._finish(images, seeds, opts, opts.strength)
+
+    def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
+        """Fill in seed and size (the image's, else the model's native size) and check every setting."""
+        native = image.size if image is not None else (self.model.config.image_size,) * 2
+        opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
+                                   width=native[0] if opts.width is None else opts.width,
+                                   height=native[1] if opts.height is None else opts.height)
+        opts.validate(self.latent_factor)
+        get_sampler(opts.sampler)  # unknown names fail before any work
+        return opts
+
+    def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
+                strength: float | None) -> list[Image.Image]:
+        out = tensor_to_pil(images)
+        for im, seed in zip(out, seeds):
+            params = generation_params(
+                steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
+                width=opts.width, height=opts.height, model_hash=self._model_hash(),
+                model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
+                clip_skip=opts.clip_skip, extra={"Eta": opts.eta} if opts.eta else None)
+            im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
+            im.info["seed"] = seed
+        return out
+
+    def _model_hash(self) -> str | None:
+        """A1111's short hash of the checkpoint file (computed once; folders have none)."""
+        if self._hash is None and self.model_path is not None and self.model_path.is_file():
+            self._hash = model_hash(self.model_path)
+        return self._hash
+
+
+def load_pipeline(path: str | Path | None = None, *, device: str | torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> Pipeline:
+    """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder."""
+    if path is None:
+        raise ValueError("no built-in model is installed yet: pass a model path (--model)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Pipeline(load_model(path, dtype=dtype), device=device, dtype=dtype, model_path=path)

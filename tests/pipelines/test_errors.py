@@ -1,0 +1,69 @@
+"""Every bad generation setting: a clear error naming it, before any work is done."""
+import pytest
+import torch
+from PIL import Image
+
+from nanoldm.cli.__main__ import main
+from nanoldm.config import ModelConfig, UNetConfig
+from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.pipeline import Pipeline
+from nanoldm.text.tokenizer import CLIPTokenizer
+from tests.conftest import TINY, TINY_UNET, TINY_VAE, TINY_TEXT
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    return Pipeline(LatentDiffusion.from_config(TINY, tokenizer=CLIPTokenizer.default()))
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"sampler": "Euler b"}, "unknown sampler"),
+    ({"steps": 0}, "steps must be at least 1"),
+    ({"width": 33}, "width 33 is not a positive multiple of the latent factor 2"),
+    ({"height": 0}, "height 0 is not a positive multiple"),
+    ({"batch_size": 0}, "batch size"),
+    ({"seed": -5}, "seed must be in"),
+])
+def test_txt2img_settings(pipe, options, message):
+    with pytest.raises(ValueError, match=message):
+        pipe.txt2img("a", progress=False, **options)
+
+
+def test_unknown_sampler_lists_the_valid_names(pipe):
+    with pytest.raises(ValueError) as e:
+        pipe.txt2img("a", sampler="Euler b", progress=False)
+    for name in ("DDIM", "Euler a", "DPM++ 2M Karras"):
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5])
+def test_strength_outside_unit_interval(pipe, strength):
+    with pytest.raises(ValueError, match="strength must be in"):
+        pipe.img2img(Image.new("RGB", (16, 16)), "a", strength=strength, progress=False)
+
+
+def test_mask_of_another_size(pipe):
+    with pytest.raises(ValueError, match="the mask is 8x8 but the image is 16x16"):
+        pipe.inpaint(Image.new("RGB", (16, 16)), Image.new("L", (8, 8)), "a", progress=False)
+
+
+def test_inpaint_on_a_model_that_cannot_inpaint():
+    unet = UNetConfig(**{**TINY_UNET.__dict__, "in_channels": 6})
+    odd = Pipeline(LatentDiffusion.from_config(ModelConfig(unet=unet, vae=TINY_VAE, text=TINY_TEXT),
+                                               tokenizer=CLIPTokenizer.default()))
+    with pytest.raises(ValueError, match="this model cannot inpaint: its UNet takes 6 input channels"):
+        odd.inpaint(Image.new("RGB", (16, 16)), Image.new("L", (16, 16)), "a", progress=False)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from nanoldm.checkpoint.save import save_model
+    torch.manual_seed(0)
+    save_model(LatentDiffusion.from_config(TINY, tokenizer=CLIPTokenizer.default()), tmp_path / "m.safetensors")
+    code = main(["txt2img", "a", "--model", str(tmp_path / "m.safetensors"), "--steps", "0", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "steps must be at least 1" in err[0]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code = main(["img2img", str(tmp_path / "broken.png"), "a", "--model", str(tmp_path / "m.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "broken.png" in err[0] and "unreadable or corrupt image" in err[0]
