@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoldm.cli import convert, demo, generate
+from nanoldm.cli import convert, demo, generate, shapes
 
-COMMAND_GROUPS = (generate, convert, demo)
+COMMAND_GROUPS = (generate, convert, demo, shapes)
 
 
 def build_parser() -> argparse.ArgumentParser:
