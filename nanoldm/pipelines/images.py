@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def load_image(path) -> Image.Image:
@@ -11,7 +11,7 @@ def load_image(path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb(im)
+            return _to_rgb(ImageOps.exif_transpose(im))  # phone photos: apply the EXIF rotation
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

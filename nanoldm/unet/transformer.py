@@ -78,7 +78,7 @@ class SpatialTransformer(nn.Module):
         if self.linear_projection:
             h = self.proj_in(h.flatten(2).transpose(1, 2))  # (B, HW, C)
         else:
-            h = self.proj_in(h).flatten(2).transpose(1, 2)  # (B, HW, C)
+            h = self.proj_in(h).permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, HW, C), contiguous for the norms
         for block in self.transformer_blocks:
             if self.checkpointing and self.training:
                 h = torch.utils.checkpoint.checkpoint(block, h, context, use_reentrant=False)

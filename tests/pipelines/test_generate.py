@@ -113,7 +113,8 @@ def test_seeds_are_reproducible_and_distinct(reference):
     kw = dict(sampler="Euler a", steps=3, cfg_scale=3.0, width=SIZE, height=SIZE, progress=False)
     a = pipe.txt2img("a", seed=5, batch_size=2, **kw)
     b = pipe.txt2img("a", seed=6, **kw)
-    assert np.array_equal(np.asarray(a[1]), np.asarray(b[0]))  # image 1 of seed 5 == image 0 of seed 6
+    # image 1 of seed 5 == image 0 of seed 6 (up to float differences between batch sizes' kernels)
+    assert psnr(a[1], b[0]) >= 40
     assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
 
 
