@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoldm.cli import convert, demo, generate, shapes
+from nanoldm.cli import convert, demo, generate, shapes, train
 
-COMMAND_GROUPS = (generate, convert, demo, shapes)
+COMMAND_GROUPS = (generate, convert, demo, shapes, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
