@@ -117,9 +117,12 @@ def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
     Shapes: z (B, L, width), weights (B, L) -> (B, L, width).
     """
+    unweighted = (weights == 1).all(dim=1)  # (B,): nothing to do, and no 0/0 when a chunk's mean is exactly 0
     original_mean = z.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-    z = z * weights[..., None]
-    return z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
+    weighted = z * weights[..., None]
+    new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+    ratio = torch.where(new_mean == 0, torch.ones_like(new_mean), original_mean / new_mean)
+    return torch.where(unweighted[:, None, None], z, weighted * ratio)
 
 
 def encode_chunks(text_encoder, batch_chunks: list[list[PromptChunk]], *, clip_skip: int = 1) -> torch.Tensor:

@@ -167,3 +167,13 @@ def test_batches_pad_to_the_longest(tokenizer, encoder):
         assert cond.shape == uncond.shape == (2, 154, W)
     with pytest.raises(ValueError, match="negative prompts"):
         encode_prompt_pair(encoder, tokenizer, prompts, "blurry")
+
+
+def test_zero_mean_hidden_states_do_not_make_nan():
+    """A chunk whose hidden states average to exactly 0 (possible for a fresh final LayerNorm) stays finite."""
+    from nanoldm.text.encode import _apply_weights
+
+    z = torch.tensor([[[1.0, -1.0], [2.0, -2.0]]])
+    assert torch.equal(_apply_weights(z, torch.ones(1, 2)), z)
+    out = _apply_weights(z, torch.tensor([[1.0, 1.5]]))
+    assert torch.isfinite(out).all()
