@@ -1,6 +1,8 @@
 """Tiny configs shared by the tests: SD 1.x topology at a size that runs in milliseconds on a CPU."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -21,3 +23,19 @@ TINY = ModelConfig(unet=TINY_UNET, vae=TINY_VAE, text=TINY_TEXT)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from nanoldm.text.tokenizer import CLIPTokenizer
+
+    return CLIPTokenizer.default()
+
+
+@pytest.fixture
+def tiny_model_16px(tokenizer):
+    """A random TINY LatentDiffusion that trains and generates at 16x16."""
+    from nanoldm.model import LatentDiffusion
+
+    torch.manual_seed(0)
+    return LatentDiffusion.from_config(dataclasses.replace(TINY, image_size=16), tokenizer=tokenizer)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-TRAINERS: tuple = ()  # trainer modules, each with register(sub); appended as trainers land
+from nanoldm.training import clip, ldm, vae
+
+TRAINERS: tuple = (vae, clip, ldm)  # trainer modules, each with register(sub); appended as trainers land
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,6 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     trainers = p.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
     for trainer in TRAINERS:
         trainer.register(trainers)
+
+
+def add_data_arguments(p: argparse.ArgumentParser, *, count: int, size: int | None = 32) -> None:
+    """Where the training images come from: a folder, or the shapes world rendered in memory."""
+    p.add_argument("--data", required=True, help="an image folder (captions: .txt or metadata.jsonl), or 'shapes'")
+    p.add_argument("--count", type=int, default=count, help="shapes-world training images (--data shapes)")
+    p.add_argument("--size", type=int, default=size,
+                   help="image side in pixels" + ("" if size else " (default: the model's)"))
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float) -> None:

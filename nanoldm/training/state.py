@@ -134,3 +134,17 @@ def load_modules(path: Path, modules: dict[str, torch.nn.Module], tensors: dict[
         if missing:
             raise CheckpointError(f"{path}: module {name!r} lacks {missing[:5]} in the checkpoint")
         module.load_state_dict(sd)
+
+
+def load_ema_weights(module: torch.nn.Module, name: str, checkpoint: Path) -> bool:
+    """Copy the EMA shadow of ``modules()[name]`` from a training checkpoint into ``module`` (parameters only;
+    buffers keep their values). Returns False when the checkpoint holds no EMA for it."""
+    tensors, _ = read_checkpoint(checkpoint)
+    prefix = f"ema.{name}."
+    ema = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not ema:
+        return False
+    state = module.state_dict()
+    state.update({k: v.to(state[k].dtype) for k, v in ema.items()})
+    module.load_state_dict(state)
+    return True
