@@ -15,6 +15,9 @@ frozen. The base model is ``--model PATH`` (any format :func:`load_model` reads)
 random networks of that preset built from ``--seed`` (so ``--resume`` rebuilds the same ones) -- random
 frozen parts only make sense for smoke tests; train a VAE and a CLIP first for a real model. At the end the
 whole model, the UNet with its EMA weights if EMA is on, is written to ``OUT/model.safetensors``.
+
+``--condition class|layout|mask`` swaps step 2's caption for another condition through two hooks,
+``LDMTask.context`` and ``LDMTask.unet_input``: see :mod:`nanoldm.training.ldm_conditions`.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ MODEL_FILE = "model.safetensors"
 SAMPLE_PROMPTS = ("a large red circle at the top left", "a small blue square in the center",
                   "a green triangle to the left of a yellow circle", "a large purple square at the bottom right")
 PREDICTIONS = {"eps": PredictionType.EPSILON, "v": PredictionType.V}
+CONDITIONS = ("text", "class", "layout", "mask")
 
 
 class LDMTask:
@@ -71,15 +75,23 @@ class LDMTask:
         """Steps 1-4 of the module docstring. Shapes: indices (B,) -> scalar."""
         B, device = len(indices), self.cache.mean.device
         z0 = self.cache.latents(indices.to(device), generator)  # (B, C, h, w)
-        context = self.cache.context(indices.to(device))  # (B, L, width)
-        drop = self.drop_mask(B, generator).to(device)
-        context = torch.where(drop[:, None, None], self.cache.empty.expand_as(context), context)
+        context = self.context(indices.to(device), self.drop_mask(B, generator).to(device))  # (B, L, width)
         t = torch.randint(0, self.schedule.num_train_timesteps, (B,), generator=generator,
                           device=generator.device).to(device)
         noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(device)
-        z_t = self.schedule.q_sample(z0, t, noise)
+        z_t = self.unet_input(self.schedule.q_sample(z0, t, noise), indices.to(device), generator)
         target = noise if self.prediction is PredictionType.EPSILON else self.schedule.velocity(z0, noise, t)
         return F.mse_loss(self.model.unet(z_t, t, context).float(), target)
+
+    def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Step 2: the captions' contexts, the empty prompt's where dropped. Shapes: (B,), (B,) bool -> (B, L, D).
+        Other conditions override this (:mod:`nanoldm.training.ldm_conditions`)."""
+        context = self.cache.context(indices)
+        return torch.where(drop[:, None, None], self.cache.empty.expand_as(context), context)
+
+    def unet_input(self, z_t: torch.Tensor, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The UNet's input: z_t itself; an inpainting task appends its concat channels here."""
+        return z_t
 
     def sample(self, step: int) -> Image.Image:
         """One image per sample prompt (seed 0, CFG), in a row, drawn with the weights now in the UNet."""
@@ -172,6 +184,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     base.add_argument("--init", choices=sorted(PRESETS), default="shapes_tiny",
                       help="without --model: random networks of this preset (smoke tests only)")
     p.add_argument("--prediction", choices=sorted(PREDICTIONS), default="eps")
+    p.add_argument("--condition", choices=CONDITIONS, default="text",
+                   help="text: captions; class / layout: a jointly trained condition module (saved to OUT/"
+                        "condition.safetensors) replaces the text encoder; mask: an inpainting UNet (4+1+4 inputs)")
     p.add_argument("--cond-drop", type=float, default=0.1, help="probability of training on the empty prompt")
     p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
     p.add_argument("--sample-prompt", action="append", default=None, help="prompt of the sample grid (repeat)")
@@ -184,15 +199,24 @@ def run(args: argparse.Namespace) -> None:
     from nanoldm.cli.train import loop_config
     from nanoldm.training.loop import train
 
+    from nanoldm.training.ldm_conditions import (CONDITION_FILE, conditioned_task, save_condition,
+                                                 to_inpainting)
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = with_prediction(base_model(args), PREDICTIONS[args.prediction]).to(device)
+    model = with_prediction(base_model(args), PREDICTIONS[args.prediction])
+    model = (to_inpainting(model) if args.condition == "mask" else model).to(device)
     size = args.size or model.config.image_size
     model.config = dataclasses.replace(model.config, image_size=size)
     pixels, captions = load_data(args.data, size, count=args.count, seed=args.seed)
     cache, path = load_or_build(pixels, captions, model, args.cache or Path(args.out) / "cache", progress=True)
     print(f"latent cache: {path} ({len(cache)} images, {len(cache.contexts)} distinct captions)")
-    task = LDMTask(model, cache, cond_drop=args.cond_drop,
-                   sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
+    if args.condition == "text":
+        task = LDMTask(model, cache, cond_drop=args.cond_drop,
+                       sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
+    else:
+        task = conditioned_task(args.condition, model, cache, pixels, args)
     result = train(task, loop_config(args), resume=args.resume)
     save_final(model, result.checkpoint, Path(args.out) / MODEL_FILE)
+    if args.condition in ("class", "layout"):
+        save_condition(task.condition, result.checkpoint, Path(args.out) / CONDITION_FILE)
     print(f"model: {Path(args.out) / MODEL_FILE} (step {result.step}, loss {result.loss:.4f})")

@@ -1,0 +1,238 @@
+"""``nanoldm train ldm --condition class|layout|mask``: the LDM trainer (:mod:`nanoldm.training.ldm`) with a
+condition other than the caption. Each task is an :class:`LDMTask` that overrides one hook:
+
+- ``class``:  ``context()`` is a :class:`ClassEmbedding` token (B, 1, D) of the image's class label;
+- ``layout``: ``context()`` is a :class:`LayoutEncoder`'s tokens (B, max_objects, D), one per object;
+- ``mask``:   ``unet_input()`` appends [mask, masked-image latent] (an inpainting UNet, 4 + 1 + 4 inputs);
+  the caption stays the context.
+
+For class and layout the condition module is trained jointly with the UNet (``modules()`` holds both, so
+the training checkpoint, EMA and resume cover it) and the text encoder is unused. At the end the UNet goes to
+``OUT/model.safetensors`` as usual and the condition module, with its EMA weights, to
+``OUT/condition.safetensors`` (metadata ``nanoldm_condition``: its kind and constructor arguments as JSON;
+:func:`load_condition` rebuilds it). Labels, layouts and masks come from the shapes world (``--data shapes``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
+from nanoldm.conditioning.mask import build_concat_table, candidate_masks
+from nanoldm.data.latents import LatentCache
+from nanoldm.diffusion.denoiser import Conditioning, Denoiser
+from nanoldm.model import LatentDiffusion
+from nanoldm.training.ldm import LDMTask, image_grid
+
+CONDITION_FILE = "condition.safetensors"
+CONDITION_META = "nanoldm_condition"
+MAX_OBJECTS = 2
+FOURIER_BANDS = 8
+
+
+@dataclass
+class ShapesConditions:
+    """The shapes world's conditions for N images. Shapes: labels (N,) int64 (-1: two objects);
+    classes (N, M) int64 (-1: no object); boxes (N, M, 4); masks (N, M, H, W) bool at the training size."""
+    labels: torch.Tensor
+    classes: torch.Tensor
+    boxes: torch.Tensor
+    masks: torch.Tensor
+
+
+def shapes_conditions(size: int, *, count: int, seed: int, max_objects: int = MAX_OBJECTS) -> ShapesConditions:
+    """The conditions of the images :func:`nanoldm.training.ldm.load_data` ("shapes") returns, in its order."""
+    from nanoldm.data.shapes import IMAGE_SIZES, ShapesWorld
+
+    native = min([s for s in IMAGE_SIZES if s >= size], default=max(IMAGE_SIZES))
+    samples = list(ShapesWorld(size=native, seed=seed, count=count))
+    N, M = len(samples), max_objects
+    classes, boxes = torch.full((N, M), -1, dtype=torch.int64), torch.zeros(N, M, 4)
+    masks = torch.zeros(N, M, native, native, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        for j, (cid, box) in enumerate(s.layout[:M]):
+            classes[i, j], boxes[i, j] = cid, torch.tensor(box)
+            masks[i, j] = torch.from_numpy(s.masks[j])
+    if native != size:
+        masks = F.interpolate(masks.float(), size=(size, size), mode="area") >= 0.5
+    labels = torch.tensor([s.class_label for s in samples], dtype=torch.int64)
+    return ShapesConditions(labels, classes, boxes, masks)
+
+
+class ClassLDMTask(LDMTask):
+    """An LDM conditioned on the class label alone (the null class where dropped or where there is none)."""
+
+    def __init__(self, model: LatentDiffusion, cache: LatentCache, labels: torch.Tensor, condition: ClassEmbedding,
+                 **kwargs):
+        super().__init__(model, cache, **kwargs)
+        device = next(model.unet.parameters()).device
+        self.labels, self.condition = labels.to(device), condition.to(device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.model.unet, "condition": self.condition}
+
+    def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        return self.condition(self.labels[indices], drop)
+
+    def sample(self, step: int) -> Image.Image:
+        """One image per class id 0..3 (seed 0, CFG) in a row."""
+        labels = torch.arange(4)
+        with torch.no_grad():
+            context, uncond = self.condition(labels), self.condition.null(len(labels))
+        return draw(self, context, uncond)
+
+
+class LayoutLDMTask(LDMTask):
+    """An LDM conditioned on a layout: one token per object (class + box), null tokens where dropped."""
+
+    def __init__(self, model: LatentDiffusion, cache: LatentCache, classes: torch.Tensor, boxes: torch.Tensor,
+                 condition: LayoutEncoder, **kwargs):
+        super().__init__(model, cache, **kwargs)
+        device = next(model.unet.parameters()).device
+        self.classes, self.boxes, self.condition = classes.to(device), boxes.to(device), condition.to(device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.model.unet, "condition": self.condition}
+
+    def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        return self.condition(self.classes[indices], self.boxes[indices], drop)
+
+    def sample(self, step: int) -> Image.Image:
+        """One image for each of the first four training layouts (seed 0, CFG) in a row."""
+        n = min(4, len(self.classes))
+        with torch.no_grad():
+            context, uncond = self.condition(self.classes[:n], self.boxes[:n]), self.condition.null(n)
+        return draw(self, context, uncond)
+
+
+class MaskLDMTask(LDMTask):
+    """An inpainting LDM: each step draws one candidate mask per image (an object's mask or the whole image)
+    and appends its precomputed [mask, masked-image latent] channels to z_t. The caption stays the context."""
+
+    def __init__(self, model: LatentDiffusion, cache: LatentCache, pixels: torch.Tensor, masks: torch.Tensor,
+                 present: torch.Tensor, **kwargs):
+        super().__init__(model, cache, **kwargs)
+        cfg = model.unet.cfg
+        if cfg.in_channels != cfg.out_channels * 2 + 1:
+            raise ValueError(f"an inpainting UNet needs {cfg.out_channels * 2 + 1} input channels, "
+                             f"got {cfg.in_channels}: see to_inpainting")
+        candidates, self.valid = candidate_masks(masks, present)  # (N, K, H, W), (N, K)
+        self.table = build_concat_table(model.vae, pixels, candidates, model.config.vae.scale_factor)
+        self.valid = self.valid.to(self.table.device)
+
+    def unet_input(self, z_t: torch.Tensor, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Shapes: z_t (B, C, h, w) -> (B, 2C + 1, h, w); a uniformly drawn valid mask per image."""
+        weights = self.valid[indices].float()  # (B, K)
+        u = torch.rand(weights.shape, generator=generator, device=generator.device).to(weights.device)
+        choice = (u * weights).argmax(dim=1)  # uniform over the valid candidates
+        return torch.cat([z_t, self.table[indices, choice].to(z_t)], dim=1)
+
+    def sample(self, step: int) -> Image.Image:
+        """Repaint the first object of the first four training images (seed 0, CFG), in a row."""
+        n = min(4, len(self.table))
+        context = self.cache.context(torch.arange(n, device=self.cache.mean.device))
+        return draw(self, context, self.cache.empty.expand_as(context), concat=self.table[:n, 0])
+
+
+@torch.no_grad()
+def draw(task: LDMTask, context: torch.Tensor, uncond: torch.Tensor, *, concat: torch.Tensor | None = None,
+         sampler: str = "Euler") -> Image.Image:
+    """Images for a batch of contexts (noise from seed 0 + i, CFG), in one row, with the weights now in the UNet."""
+    from nanoldm.samplers import get_sampler
+
+    model, unet = task.model, task.model.unet
+    was_training, device = unet.training, next(unet.parameters()).device
+    B, C = context.shape[0], unet.cfg.out_channels
+    h = task.cache.mean.shape[-1]
+    x = torch.cat([torch.randn((1, C, h, h), generator=torch.Generator("cpu").manual_seed(i)) for i in range(B)])
+    spec = get_sampler(sampler)
+    sigmas = spec.sigmas(task.schedule, task.sample_steps)
+    cond = Conditioning(context=context.to(device), uncond_context=uncond.to(device), cfg_scale=task.cfg_scale,
+                        concat=None if concat is None else concat.to(device))
+    try:
+        unet.eval()
+        denoiser = Denoiser(unet, task.schedule, task.prediction, quantize=spec.quantize)
+        z = spec.sample(denoiser, x.to(device) * spec.init_noise_sigma(sigmas), sigmas.to(device), cond=cond,
+                        noise=None, eta=0.0, callback=None)
+        images = model.vae.decode(z / model.config.vae.scale_factor)
+    finally:
+        unet.train(was_training)
+    from nanoldm.pipelines.images import tensor_to_pil
+
+    return image_grid(tensor_to_pil(images), columns=B)
+
+
+def to_inpainting(model: LatentDiffusion) -> LatentDiffusion:
+    """The model with a 4 + 1 + 4 input UNet. A 4-input UNet is widened as SD inpainting was made from SD:
+    the new input channels start with zero weights, so the UNet's output is unchanged at first."""
+    unet = model.unet
+    C = unet.cfg.out_channels
+    if unet.cfg.in_channels == 2 * C + 1:
+        return model
+    if unet.cfg.in_channels != C:
+        raise ValueError(f"cannot make a {unet.cfg.in_channels}-input UNet an inpainting one")
+    old = unet.conv_in
+    new = torch.nn.Conv2d(2 * C + 1, old.out_channels, old.kernel_size, padding=old.padding).to(old.weight)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :C] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.cfg = dataclasses.replace(unet.cfg, in_channels=2 * C + 1)
+    model.config = dataclasses.replace(model.config, unet=unet.cfg)
+    return model
+
+
+def conditioned_task(kind: str, model: LatentDiffusion, cache: LatentCache, pixels: torch.Tensor, args) -> LDMTask:
+    """The task of ``--condition kind`` for ``train ldm``'s arguments (``--data shapes`` only)."""
+    from nanoldm.data.vocabulary import NUM_CLASSES
+
+    if args.data != "shapes":
+        raise SystemExit(f"--condition {kind} needs --data shapes (labels, layouts and masks come from it)")
+    conds = shapes_conditions(pixels.shape[-1], count=args.count, seed=args.seed)
+    width = model.unet.cfg.context_dim
+    with torch.random.fork_rng():  # the condition module's initial weights, from --seed (resume rebuilds them)
+        torch.manual_seed(args.seed)
+        if kind == "class":
+            return ClassLDMTask(model, cache, conds.labels, ClassEmbedding(NUM_CLASSES, width),
+                                cond_drop=args.cond_drop)
+        if kind == "layout":
+            encoder = LayoutEncoder(NUM_CLASSES, width, MAX_OBJECTS, FOURIER_BANDS)
+            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, cond_drop=args.cond_drop)
+    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, cond_drop=args.cond_drop)
+
+
+def condition_spec(module: torch.nn.Module) -> dict:
+    if isinstance(module, ClassEmbedding):
+        return {"kind": "class", "num_classes": module.num_classes, "context_dim": module.context_dim}
+    return {"kind": "layout", "num_classes": module.num_classes, "context_dim": module.context_dim,
+            "max_objects": module.max_objects, "fourier_bands": module.fourier_bands}
+
+
+def save_condition(module: torch.nn.Module, checkpoint: Path, path: Path) -> None:
+    """Write the condition module (its EMA weights when the checkpoint has them) with its spec as metadata."""
+    from nanoldm.checkpoint.formats import write_safetensors
+    from nanoldm.training.state import load_ema_weights
+
+    load_ema_weights(module, "condition", checkpoint)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    write_safetensors(path, tensors, metadata={CONDITION_META: json.dumps(condition_spec(module))})
+
+
+def load_condition(path: str | Path) -> torch.nn.Module:
+    """Rebuild a condition module written by :func:`save_condition`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        spec = json.loads(f.metadata()[CONDITION_META])
+    kind = spec.pop("kind")
+    module = ClassEmbedding(**spec) if kind == "class" else LayoutEncoder(**spec)
+    module.load_state_dict(load_file(str(path)))
+    return module
