@@ -33,7 +33,7 @@ def save_single_file(model: LatentDiffusion, path: str | Path, *, sd_layout: boo
     """Our single file, or with ``sd_layout`` an SD 1.x single file that A1111/ComfyUI read. Both carry our
     config in the metadata (other tools ignore it), so heads and presets survive the round trip."""
     metadata = {"format": "pt", CONFIG_KEY: model.config.to_json(),
-                ADDED_TOKENS_KEY: json.dumps(_added_tokens(model))}
+                ADDED_TOKENS_KEY: json.dumps(model.tokenizer.added_tokens if model.tokenizer else [])}
     state = model.state_dict()
     if sd_layout:
         metadata[LAYOUT_KEY] = "sd"
@@ -70,7 +70,3 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
         if tmp.exists():
             shutil.rmtree(tmp)
 
-
-def _added_tokens(model: LatentDiffusion) -> list[str]:
-    tok = model.tokenizer
-    return list(getattr(tok, "added_tokens", []) or []) if tok is not None else []

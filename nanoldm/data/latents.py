@@ -9,8 +9,8 @@ Captions are stored as the text encoder's **hidden states**, not token ids: the 
 output per caption never changes, and a step then costs no text-encoder pass. To keep that small they are
 stored once per *distinct* caption (``contexts``, (U, L, width)) with an index per image (``caption_index``,
 (N,)); the shapes world has a few hundred distinct captions for any number of images. Captions go through
-:mod:`nanoldm.text.encode`'s chunking (chunks of 75 tokens, emphasis weights ignored: a caption is
-text, not a prompt to emphasise); every caption is padded with empty chunks to
+:mod:`nanoldm.text.encode` exactly as generation encodes prompts (75-token chunks, A1111 weights), so training
+and sampling see the same contexts; every caption is padded with empty chunks to
 the longest one's length L, and ``empty`` is the empty prompt at that length (classifier-free guidance's
 unconditional context).
 
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from nanoldm.checkpoint.formats import read_tensors, write_safetensors
 from nanoldm.model import LatentDiffusion
-from nanoldm.text.encode import PromptChunk, chunk_prompt, empty_chunk, pad_chunks
+from nanoldm.text.encode import PromptChunk, chunk_prompt, empty_chunk, encode_chunks, pad_chunks
 
 FORMAT = "1"  # bump when the layout of the cache file changes
 KEY_META = "nanoldm_latent_cache"
@@ -114,21 +114,15 @@ def encode_captions(model: LatentDiffusion, captions: list[str], *,
     n = max(map(len, chunks))
     chunks = pad_chunks(model.tokenizer, chunks, n)
     encoder = model.text_encoder
-    contexts = torch.cat([_encode_unweighted(encoder, chunks[s:s + batch_size])
+    contexts = torch.cat([_encode(encoder, chunks[s:s + batch_size])
                           for s in range(0, len(chunks), batch_size)])
-    empty = _encode_unweighted(encoder, [[empty_chunk(model.tokenizer)] * n])
+    empty = _encode(encoder, [[empty_chunk(model.tokenizer)] * n])
     return contexts, torch.tensor([index[c] for c in captions], dtype=torch.int64), empty
 
 
-def _encode_unweighted(encoder, batch_chunks: list[list[PromptChunk]]) -> torch.Tensor:
-    """``encode_chunks`` without its step 4: a caption's emphasis weights are ignored (its tokens are kept).
-    For a plain caption this is the same result, without the mean-restoring 0/0 that an encoder whose output
-    has mean exactly 0 (a freshly initialised final LayerNorm) turns into NaN.
-    Shapes: -> (B, 77 * n_chunks, width) float32 on the CPU."""
-    device = next(encoder.parameters()).device
-    out = [encoder(torch.tensor([chunks[i].ids for chunks in batch_chunks], dtype=torch.long, device=device))
-           for i in range(len(batch_chunks[0]))]  # each (B, 77, width)
-    return torch.cat(out, dim=1).float().cpu()
+def _encode(encoder, batch_chunks: list[list[PromptChunk]]) -> torch.Tensor:
+    """The same encoding generation uses (``encode_chunks``), kept as float32 on the CPU."""
+    return encode_chunks(encoder, batch_chunks).float().cpu()
 
 
 def build_latent_cache(pixels: torch.Tensor, captions: list[str], model: LatentDiffusion, *,
