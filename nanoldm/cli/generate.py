@@ -40,6 +40,13 @@ def _common(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--embeddings", default=None, metavar="DIR",
+                   help="textual-inversion embeddings (.pt, .safetensors, .bin): each file's stem is a prompt token")
+    p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH",
+                   help="an A1111 hypernetwork (.pt or .safetensors) applied to every image (repeat to chain)")
+    p.add_argument("--hypernetwork-strength", type=float, default=1.0, help="strength of every --hypernetwork")
+    p.add_argument("--hypernetwork-dir", default=None, metavar="DIR",
+                   help="where <hypernet:name:strength> prompt tags find NAME.pt / NAME.safetensors")
     p.add_argument("--out", default=default_out, help="output folder")
 
 
@@ -49,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from nanoldm.pipelines.pipeline import load_pipeline
 
     pipe = load_pipeline(args.model, device=args.device)
+    if args.embeddings:
+        from nanoldm.finetune.textual_inversion import load_embeddings_dir
+
+        load_embeddings_dir(pipe.model, args.embeddings)
+    pipe.hypernetworks.folder = args.hypernetwork_dir
+    for path in args.hypernetwork:
+        pipe.load_hypernetwork(path, args.hypernetwork_strength)
     options = dict(negative_prompt=args.negative_prompt, sampler=args.sampler, steps=args.steps,
                    cfg_scale=args.cfg_scale, seed=args.seed, width=args.width, height=args.height,
                    batch_size=args.batch_size, clip_skip=args.clip_skip, eta=args.eta)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from nanoldm.checkpoint.load import load_model
 from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
@@ -24,8 +25,9 @@ from nanoldm.samplers import get_sampler
 
 class Pipeline:
     def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 model_path: str | Path | None = None):
+                 model_path: str | Path | None = None, hypernetwork_dir: str | Path | None = None):
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.hypernetworks = HypernetworkLibrary(model.unet, folder=hypernetwork_dir)  # also <hypernet:name:w> tags
         self.device, self.dtype = torch.device(device), dtype
         self.schedule = NoiseSchedule.from_config(model.config.schedule)
         self.model_path = Path(model_path) if model_path else None
@@ -39,14 +41,17 @@ class Pipeline:
 
     def txt2img(self, prompt: str, negative_prompt: str = "", *, progress: bool = True, **options) -> list[Image.Image]:
         opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options))
-        images, seeds = txt2img(self, opts, progress=progress)
+        with self.hypernetworks.prompt_applied(opts.prompt) as text:
+            images, seeds = txt2img(self, dataclasses.replace(opts, prompt=text), progress=progress)
         return self._finish(images, seeds, opts, None)
 
     def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = 0.75,
                 progress: bool = True, **options) -> list[Image.Image]:
         opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
                                              **options), image)
-        images, seeds = img2img(self, pil_to_tensor([image], (opts.width, opts.height)), opts, progress=progress)
+        with self.hypernetworks.prompt_applied(opts.prompt) as text:
+            images, seeds = img2img(self, pil_to_tensor([image], (opts.width, opts.height)),
+                                    dataclasses.replace(opts, prompt=text), progress=progress)
         return self._finish(images, seeds, opts, opts.strength)
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative_prompt: str = "", *,
@@ -57,9 +62,22 @@ class Pipeline:
         opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
                                              **options), image)
         size = (opts.width, opts.height)
-        images, seeds = inpaint(self, pil_to_tensor([image], size), mask_to_tensor(mask, size), opts,
-                                progress=progress)
+        with self.hypernetworks.prompt_applied(opts.prompt) as text:
+            images, seeds = inpaint(self, pil_to_tensor([image], size), mask_to_tensor(mask, size),
+                                    dataclasses.replace(opts, prompt=text), progress=progress)
         return self._finish(images, seeds, opts, opts.strength)
+
+    def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
+        """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any
+        loaded before); ``self.hypernetworks.clear()`` takes them all off. Returns the ``Hypernetwork``."""
+        return self.hypernetworks.load(path, strength)
+
+    def load_textual_inversion(self, path: str | Path, token: str | None = None) -> str:
+        """Add a textual-inversion embedding (A1111 ``.pt``/``.safetensors``, diffusers ``learned_embeds``) under
+        ``token`` (default: the name stored in the file); loading a token again replaces it. Returns the token."""
+        from nanoldm.finetune.textual_inversion import load_textual_inversion
+
+        return load_textual_inversion(self.model, path, token)
 
     def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
         """Fill in seed and size (the image's, else the model's native size) and check every setting."""
@@ -79,7 +97,8 @@ class Pipeline:
                 steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
-                clip_skip=opts.clip_skip, extra={"Eta": opts.eta} if opts.eta else None)
+                clip_skip=opts.clip_skip,
+                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext()})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out
@@ -93,8 +112,11 @@ class Pipeline:
 
 def load_pipeline(path: str | Path | None = None, *, device: str | torch.device | None = None,
                   dtype: torch.dtype = torch.float32) -> Pipeline:
-    """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder."""
+    """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder; None: the built-in
+    shapes-world model (:mod:`nanoldm.builtin`)."""
     if path is None:
-        raise ValueError("no built-in model is installed yet: pass a model path (--model)")
+        from nanoldm.builtin import builtin_model_path
+
+        path = builtin_model_path()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Pipeline(load_model(path, dtype=dtype), device=device, dtype=dtype, model_path=path)

@@ -121,7 +121,10 @@ def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     original_mean = z.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
     weighted = z * weights[..., None]
     new_mean = weighted.mean(dim=(1, 2), keepdim=True)
-    ratio = torch.where(new_mean == 0, torch.ones_like(new_mean), original_mean / new_mean)
+    # Divide only where the result is used: an unused 1/0 (or 1/1e-30) would still put inf * 0 = nan into the
+    # gradient (textual inversion backpropagates through here), as torch.where passes gradients to both branches.
+    skip = unweighted[:, None, None] | (new_mean == 0)
+    ratio = torch.where(skip, torch.ones_like(new_mean), original_mean / torch.where(skip, 1.0, new_mean))
     return torch.where(unweighted[:, None, None], z, weighted * ratio)
 
 

@@ -5,7 +5,9 @@ Prompt -> ids in four steps, the same as `transformers.CLIPTokenizer` 5.x (built
 HTML ("&amp;" -> "&"); transformers 4's Python tokenizer without ftfy also dropped
 control characters and split CJK characters apart. On plain ASCII prompts all agree.
 1. clean: Unicode NFC, every whitespace run -> one space, lower-case each character;
-2. split out added tokens (`<|startoftext|>`, `<|endoftext|>`, textual-inversion words);
+2. split out added tokens (`<|startoftext|>`, `<|endoftext|>`, textual-inversion words); an added token
+   `T` followed by added tokens `T_1`, `T_2`, ... (a multi-vector embedding, as diffusers names them)
+   expands to all their ids, in order;
 3. cut the rest into words: `'s 't 're 've 'm 'll 'd`, letter runs, single digits,
    runs of other non-space characters; whitespace is dropped;
 4. byte-level BPE each word (`nanoldm.text.bpe`).
@@ -155,7 +157,7 @@ class CLIPTokenizer:
         """Add whole-word tokens (textual inversion); returns their new ids, in order.
 
         Each is matched in prompts after clean-up (so "<Star>" also matches "<STAR>")
-        and always encodes to its single id.
+        and encodes to its id (then those of `vector_tokens`, for a multi-vector embedding).
         """
         if isinstance(tokens, str):
             tokens = [tokens]
@@ -168,6 +170,29 @@ class CLIPTokenizer:
             self._build_splitter()
             raise
         return list(range(first, first + len(tokens)))
+
+    def vector_tokens(self, token: str) -> list[str]:
+        """The added tokens a prompt's `token` stands for: itself, then `token_1`, `token_2`, ... while those
+        are added too (a multi-vector textual-inversion embedding); [] if `token` is not an added token."""
+        if token not in self._added:
+            return []
+        names = [token]
+        while f"{token}_{len(names)}" in self._added:
+            names.append(f"{token}_{len(names)}")
+        return names
+
+    def remove_tokens(self, tokens: list[str]) -> list[int]:
+        """Remove added tokens; those added after them move down so ids stay contiguous. Returns the removed
+        tokens' former ids, ascending (the rows to drop from the text encoder's embedding table)."""
+        gone = set([tokens] if isinstance(tokens, str) else tokens)
+        unknown = sorted(t for t in gone if t not in self._added)
+        if unknown:
+            raise TokenizerError(f"remove_tokens: {unknown[0]!r} is not an added token")
+        removed = sorted(self._added[t] for t in gone)
+        kept = [t for t in self.added_tokens if t not in gone]
+        self._added = {t: self._base_size + i for i, t in enumerate(kept)}
+        self._build_splitter()
+        return removed
 
     def _add_one(self, token: str, token_id: int, source: str | Path) -> None:
         """Register one added token as the next id; `source` names the caller or file in errors."""
@@ -184,8 +209,8 @@ class CLIPTokenizer:
 
     def _build_splitter(self) -> None:
         """Regex that finds added tokens in cleaned text, longest first at each position."""
-        self._splits = {clean_text(t): self._bpe.vocab[t] for t in (BOS_TOKEN, EOS_TOKEN)}
-        self._splits.update({clean_text(t): i for t, i in self._added.items()})
+        self._splits = {clean_text(t): [self._bpe.vocab[t]] for t in (BOS_TOKEN, EOS_TOKEN)}
+        self._splits.update({clean_text(t): [self._added[v] for v in self.vector_tokens(t)] for t in self._added})
         alternatives = "|".join(regex.escape(t) for t in sorted(self._splits, key=len, reverse=True))
         self._splitter = regex.compile(f"({alternatives})")
 
@@ -199,7 +224,7 @@ class CLIPTokenizer:
         pieces = self._splitter.split(clean_text(text))  # text, token, text, token, ..., text
         for i, piece in enumerate(pieces):
             if i % 2:
-                ids.append(self._splits[piece])
+                ids.extend(self._splits[piece])
             else:
                 for word in _WORDS.findall(piece):
                     ids.extend(self._bpe.encode_word(word))

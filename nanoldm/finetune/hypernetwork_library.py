@@ -1,0 +1,125 @@
+"""The hypernetworks a pipeline knows, and A1111's prompt tags for them.
+
+Two ways to use a hypernetwork, as in A1111:
+
+- loaded explicitly (``Pipeline.load_hypernetwork(path, strength)``, ``--hypernetwork PATH``): applied to
+  the UNet at once and to every generation after, until ``clear()``; named in the infotext
+  (``Hypernet: name``, and ``Hypernet strength`` when not 1);
+- named in the prompt, ``<hypernet:name:0.8>`` (strength defaults to 1): the tag is taken out of the text
+  before it is encoded (it stays in the infotext's prompt), the hypernetwork runs after the explicit ones for
+  that one generation, and the UNet's hooks are restored afterwards. Names are those of loaded hypernetworks
+  (file stem or stored name), then the stems of the ``.safetensors`` / ``.pt`` files under ``folder``
+  (``--hypernetwork-dir``); files are read on first use and kept.
+
+Other extra-network tags (``<lora:...>``, ...) are refused: they are not supported here.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from torch import nn
+
+from nanoldm.finetune.hypernetwork import Hypernetwork, apply_hypernetworks
+from nanoldm.finetune.hypernetwork_file import load_hypernetwork
+from nanoldm.layers.attention import Attention
+from nanoldm.text.prompt import extract_extra_networks
+
+__all__ = ["HypernetworkLibrary", "parse_strength"]
+
+TAG_KIND = "hypernet"
+SUFFIXES = (".safetensors", ".pt")  # in order of preference when both exist
+
+
+class HypernetworkLibrary:
+    """A pipeline's hypernetworks: the explicitly loaded ones, a name index and the folder tags search."""
+
+    def __init__(self, unet: nn.Module, *, folder: str | Path | None = None):
+        self.unet, self.folder = unet, folder
+        self.loaded: list[tuple[Hypernetwork, float]] = []  # explicit, in order
+        self._by_name: dict[str, Hypernetwork] = {}
+
+    def load(self, path: str | Path, strength: float = 1.0) -> Hypernetwork:
+        """Load a file and apply it (after those already loaded) until :meth:`clear`."""
+        hn = load_hypernetwork(path)
+        strength = parse_strength(strength, hn.name)
+        apply_hypernetworks(self.unet, [*self.loaded, (hn, strength)])  # refuses a wrong width before we keep it
+        self.loaded.append((hn, strength))
+        self._by_name.update({Path(path).stem: hn, hn.name: hn})
+        return hn
+
+    def clear(self) -> None:
+        """Forget the explicitly loaded hypernetworks and take every hook off the UNet."""
+        self.loaded = []
+        apply_hypernetworks(self.unet, [])
+
+    def find(self, name: str) -> Hypernetwork:
+        """A hypernetwork by name: a loaded one, else a file in ``folder``; a clear error naming the known ones."""
+        if name in self._by_name:
+            return self._by_name[name]
+        files = self.files()
+        if name not in files:
+            known = sorted(set(self._by_name) | set(files))
+            where = f" or in {self.folder}" if self.folder else " (no hypernetwork folder is set: --hypernetwork-dir)"
+            raise ValueError(f"unknown hypernetwork {name!r} in the prompt: none is loaded by that name{where}; "
+                             f"known: {', '.join(known) if known else 'none'}")
+        self._by_name[name] = load_hypernetwork(files[name])
+        return self._by_name[name]
+
+    def files(self) -> dict[str, Path]:
+        """name (file stem) -> path for every hypernetwork file under ``folder`` (searched recursively)."""
+        if not self.folder:
+            return {}
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: the hypernetwork folder does not exist")
+        found: dict[str, Path] = {}
+        for suffix in reversed(SUFFIXES):  # the preferred suffix overwrites
+            found.update({p.stem: p for p in sorted(folder.rglob(f"*{suffix}")) if p.is_file()})
+        return found
+
+    @contextmanager
+    def prompt_applied(self, prompt: str) -> Iterator[str]:
+        """Apply the prompt's ``<hypernet:...>`` tags for the duration of the block; yield the prompt without
+        tags. The UNet's hooks are put back as they were afterwards, even on error."""
+        text, tags = extract_extra_networks(prompt)
+        entries = []
+        for kind, name, args in tags:
+            if kind != TAG_KIND:
+                raise ValueError(f"<{kind}:{name}> in the prompt: {kind} extra networks are not supported, "
+                                 f"only <{TAG_KIND}:name:strength>")
+            entries.append((self.find(name), parse_strength(args[0] if args else 1.0, name)))
+        if not entries:
+            yield text
+            return
+        attentions = [m for m in self.unet.modules() if isinstance(m, Attention)]
+        previous = [a.context_hook for a in attentions]
+        apply_hypernetworks(self.unet, [*self.loaded, *entries])
+        try:
+            yield text
+        finally:
+            for attention, hook in zip(attentions, previous):
+                attention.context_hook = hook
+
+    def infotext(self) -> dict[str, str]:
+        """A1111's fields for the explicitly loaded hypernetworks (tags speak for themselves in the prompt)."""
+        if not self.loaded:
+            return {}
+        strengths = [s for _, s in self.loaded]
+        fields = {"Hypernet": ", ".join(hn.name for hn, _ in self.loaded)}
+        if any(s != 1 for s in strengths):
+            fields["Hypernet strength"] = ", ".join(f"{s:g}" for s in strengths)
+        return fields
+
+
+def parse_strength(value, name: str) -> float:
+    """A finite float, or a clear error naming the hypernetwork."""
+    try:
+        strength = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"hypernetwork {name!r}: strength {value!r} is not a number") from None
+    if not math.isfinite(strength):
+        raise ValueError(f"hypernetwork {name!r}: strength must be finite, got {value!r}")
+    return strength

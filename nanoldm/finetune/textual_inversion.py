@@ -1,0 +1,151 @@
+"""Textual inversion (Gal et al. 2022): a new word whose embedding vectors were learned, added to a model.
+
+Applying an embedding of N vectors under the token T (``apply_embedding``):
+1. the tokenizer gains the added tokens T, T_1, ..., T_{N-1} (diffusers' names); a prompt's T encodes to all
+   N ids (``CLIPTokenizer.vector_tokens``), so every prompt path sees them: generation, long-prompt chunks
+   (:mod:`nanoldm.text.encode`), the latent cache;
+2. the text encoder's token-embedding table grows by N rows holding the vectors, and ``config.text.vocab_size``
+   with it, so the model saves and loads back with its tokens (our checkpoint lists them under
+   ``nanoldm_added_tokens``; a diffusers folder in ``tokenizer/``).
+Loading a token again replaces it: its rows are rewritten in place when N is unchanged; otherwise its old
+tokens and rows are removed (later added tokens move down) and the new ones appended.
+
+Files (:mod:`nanoldm.finetune.embedding_files`): ``load_textual_inversion`` reads one file, its token the name
+stored in it unless given; ``load_embeddings_dir`` reads an A1111 embeddings folder, where every ``.pt``,
+``.safetensors`` and ``.bin`` file (subfolders included) is a token named after its file stem, as A1111 does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nanoldm.checkpoint.formats import CheckpointError
+from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, read_embedding
+from nanoldm.model import LatentDiffusion
+
+__all__ = ["apply_embedding", "embedding_vectors", "load_textual_inversion", "load_embeddings_dir",
+           "token_embedding", "vector_token_names"]
+
+
+def token_embedding(text_encoder: nn.Module) -> nn.Embedding:
+    """The text encoder's token-embedding table: (vocab_size, width) weights."""
+    table = text_encoder.embeddings.token_embedding
+    if not isinstance(table, nn.Embedding):
+        raise TypeError(f"the text encoder's token embedding is a {type(table).__name__} (being trained?), "
+                        f"not an nn.Embedding")
+    return table
+
+
+def vector_token_names(token: str, n: int) -> list[str]:
+    """The added tokens of an n-vector embedding: token, token_1, ..., token_{n-1} (diffusers' convention)."""
+    return [token] + [f"{token}_{i}" for i in range(1, n)]
+
+
+def apply_embedding(model: LatentDiffusion, vectors: torch.Tensor, token: str, *,
+                    source: str = "embedding") -> list[int]:
+    """Add (or replace) ``token`` with these vectors (steps 1-2 of the module docstring); returns its N ids.
+    ``source`` names the embedding in errors. Shapes: vectors (N, width) or (width,)."""
+    tokenizer, table = model.tokenizer, token_embedding(model.text_encoder)
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer: cannot add textual-inversion tokens")
+    vectors = vectors.detach().reshape(-1, vectors.shape[-1])  # (N, width)
+    width = table.embedding_dim
+    if vectors.shape[1] != width:
+        raise ValueError(f"{source}: its vectors are {vectors.shape[1]} wide but this model's text encoder "
+                         f"embeds tokens in {width} (an embedding for another model family?)")
+    if tokenizer.vocab_size != table.num_embeddings:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the text encoder's embedding table "
+                         f"{table.num_embeddings} rows: cannot add tokens consistently")
+    names, old = vector_token_names(token, len(vectors)), tokenizer.vector_tokens(token)
+    with torch.no_grad():
+        if len(old) == len(names):  # the same token again, as many vectors: rewrite its rows
+            ids = [tokenizer.token_to_id(t) for t in names]
+            table.weight[ids] = vectors.to(table.weight)
+            return ids
+        if old:  # another number of vectors: drop the old tokens and rows first
+            keep = torch.ones(table.num_embeddings, dtype=torch.bool)
+            keep[tokenizer.remove_tokens(old)] = False
+            _set_table(model, table.weight[keep.to(table.weight.device)])
+        ids = tokenizer.add_tokens(names)
+        _set_table(model, torch.cat([table.weight, vectors.to(table.weight)]))
+    return ids
+
+
+def _set_table(model: LatentDiffusion, weight: torch.Tensor) -> None:
+    """Give the token embedding new rows (in place, so references to the module stay valid) and record the
+    new vocabulary size in the configs. Shapes: weight (vocab_size, width)."""
+    encoder = model.text_encoder
+    table = token_embedding(encoder)
+    table.weight = nn.Parameter(weight.detach().clone(), requires_grad=table.weight.requires_grad)
+    table.num_embeddings = weight.shape[0]
+    encoder.cfg = dataclasses.replace(encoder.cfg, vocab_size=weight.shape[0])
+    model.config = dataclasses.replace(model.config, text=encoder.cfg)
+
+
+def embedding_vectors(model: LatentDiffusion, token: str) -> torch.Tensor:
+    """The vectors an added token stands for, as a copy. Shapes: -> (N, width)."""
+    names = model.tokenizer.vector_tokens(token) if model.tokenizer is not None else []
+    if not names:
+        raise KeyError(f"{token!r} is not a textual-inversion token of this model")
+    ids = [model.tokenizer.token_to_id(t) for t in names]
+    return token_embedding(model.text_encoder).weight[ids].detach().clone()
+
+
+def load_textual_inversion(model: LatentDiffusion, path: str | Path, token: str | None = None) -> str:
+    """Read an embedding file and add it under ``token`` (default: the name stored in the file, else its stem).
+    Returns the token to write in prompts."""
+    embedding = read_embedding(path)
+    return _apply(model, embedding, token or embedding.name, path)
+
+
+def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]:
+    """Add every embedding file of an A1111 embeddings folder, each under its file stem; returns the tokens.
+    Other files (preview images, notes) are ignored. Files that cannot be read, are of another width or repeat
+    a token are all named in one error, and then none is added."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: no such embeddings folder")
+    files, width = _embedding_files(folder), token_embedding(model.text_encoder).embedding_dim
+    embeddings, problems, seen = [], [], {}
+    for path in files:
+        token = path.stem
+        if token.lower() in seen:
+            problems.append(f"{path} defines the token {token!r} again (also {seen[token.lower()]})")
+            continue
+        seen[token.lower()] = path
+        try:
+            embedding = read_embedding(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if embedding.width != width:
+            problems.append(f"{path}: its vectors are {embedding.width} wide, this model's text encoder's {width}")
+        embeddings.append((token, embedding, path))
+    if problems:
+        raise CheckpointError(f"{folder}: {len(problems)} of {len(files)} embedding files cannot be used: "
+                              + "; ".join(problems))
+    return [_apply(model, embedding, token, path) for token, embedding, path in embeddings]
+
+
+def _embedding_files(folder: Path) -> list[Path]:
+    """Embedding files under ``folder`` (recursively, hidden entries skipped), sorted by relative path."""
+    found = []
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found += [Path(directory) / n for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in EMBEDDING_SUFFIXES]
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def _apply(model: LatentDiffusion, embedding: Embedding, token: str, path: str | Path) -> str:
+    from nanoldm.text.bpe import TokenizerError
+
+    try:
+        apply_embedding(model, embedding.vectors, token, source=str(path))
+    except TokenizerError as e:
+        raise CheckpointError(f"{path}: cannot add the token {token!r}: {e}") from None
+    return token

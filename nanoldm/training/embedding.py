@@ -1,0 +1,213 @@
+"""``nanoldm train embedding``: textual inversion (Gal et al. 2022). N new token vectors are learned so that the
+frozen model, prompted with the new token, denoises the training images; nothing else changes.
+
+The loss is the LDM trainer's (:class:`~nanoldm.training.ldm.LDMTask`, steps 1-4) with three differences:
+
+1. trainable: only the new rows, one (N, width) ``nn.Parameter`` (:class:`TokenVectors`) spliced over the text
+   encoder's token-embedding output wherever an id is one of the new ones (:class:`SplicedEmbedding`). The
+   UNet, VAE and text encoder are frozen, and the embedding table itself is never an optimizer parameter, so
+   no update (not even weight decay) can move another row;
+2. context: the captions go through the text encoder every step (their hidden states now depend on the
+   vectors); the latent cache supplies only the image latents. No caption dropout (A1111 and diffusers train
+   embeddings without it);
+3. captions: in each caption the init word (whole word, any case) is replaced by the token; a caption without
+   it becomes "a TOKEN, CAPTION", a missing caption "a TOKEN" (after A1111's subject template, "a photo of a
+   [name], [filewords]", without the "photo", which the shapes world does not know).
+
+The vectors start, as A1111's do, from the init text's token embeddings: the text is tokenised into T tokens and
+vector i is the embedding of token ``i * T // N`` (so one init word is repeated for every vector). A prompt's
+token stands for all N vectors (see :mod:`nanoldm.finetune.textual_inversion`). The sample grid draws the first
+distinct training captions (or ``--sample-prompt``). ``--resume`` continues exactly: the run's state is the
+vectors, the optimizer and the RNG, and everything else is rebuilt from ``--model``, the data and the init text.
+
+At the end (EMA vectors when EMA is on) the embedding is written three times: ``OUT/NAME.pt`` and
+``OUT/NAME.safetensors`` for A1111, where NAME is the token with every character but letters, digits, ".", "_",
+"-" and space removed ("<cat-toy>" -> cat-toy.pt; A1111 names the token after the file), and
+``OUT/learned_embeds.safetensors`` for diffusers (``{token: (N, width)}``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nanoldm.data.latents import LatentCache, load_or_build
+from nanoldm.finetune.embedding_files import Embedding, write_a1111_pt, write_a1111_safetensors, write_diffusers
+from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
+from nanoldm.model import LatentDiffusion
+from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
+from nanoldm.training.ldm import LDMTask, freeze, load_data
+
+DIFFUSERS_FILE = "learned_embeds.safetensors"
+
+
+class TokenVectors(nn.Module):
+    """The trainable vectors of the new token. Shapes: vectors (N, width)."""
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.vectors = nn.Parameter(vectors.detach().clone())
+
+
+class SplicedEmbedding(nn.Module):
+    """A frozen token-embedding table whose rows ``first .. first + N - 1`` are read from ``TokenVectors``."""
+
+    def __init__(self, table: nn.Embedding, new: TokenVectors, first: int):
+        super().__init__()
+        self.table, self.new, self.first = table, new, first
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Shapes: ids (B, L) -> (B, L, width)."""
+        n = self.new.vectors.shape[0]
+        out = self.table(ids)
+        offset = ids - self.first
+        is_new = (offset >= 0) & (offset < n)
+        rows = self.new.vectors[offset.clamp(0, n - 1)]  # (B, L, width); used only where is_new
+        return torch.where(is_new[..., None], rows.to(out.dtype), out)
+
+
+class EmbeddingTask(LDMTask):
+    """Textual inversion as a :class:`~nanoldm.training.loop.Task`: adds ``token`` to the model (rows set to
+    ``vectors``) and trains only those vectors. ``captions`` (one per cached image) already hold the token.
+    Call :meth:`finish` after training to write the trained vectors into the model."""
+
+    def __init__(self, model: LatentDiffusion, cache: LatentCache, captions: list[str], token: str,
+                 vectors: torch.Tensor, *, sample_prompts: tuple[str, ...] | None = None, cond_drop: float = 0.0,
+                 **kwargs):
+        if len(captions) != len(cache):
+            raise ValueError(f"{len(captions)} captions for {len(cache)} cached images")
+        prompts = sample_prompts or tuple(dict.fromkeys(captions))[:4]
+        super().__init__(model, cache, cond_drop=cond_drop, sample_prompts=prompts, **kwargs)
+        freeze(model.unet)
+        self.token = token
+        ids = apply_embedding(model, vectors, token)
+        if ids != list(range(ids[0], ids[0] + len(ids))):
+            raise ValueError(f"the ids of {token!r} are not consecutive ({ids}): remove it from the base model first")
+        table = token_embedding(model.text_encoder)
+        self.vectors = TokenVectors(table.weight[ids])
+        self.spliced = SplicedEmbedding(table, self.vectors, ids[0])
+        model.text_encoder.embeddings.token_embedding = self.spliced
+        tokenizer = model.tokenizer
+        self.chunks = pad_chunks(tokenizer, [chunk_prompt(tokenizer, c) for c in captions])
+        with torch.no_grad():
+            self.empty = encode_chunks(model.text_encoder, [[empty_chunk(tokenizer)] * len(self.chunks[0])])
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"embedding": self.vectors}
+
+    def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """The captions' hidden states with the current vectors. Shapes: (B,), (B,) bool -> (B, L, width)."""
+        context = encode_chunks(self.model.text_encoder, [self.chunks[i] for i in indices.tolist()])
+        return torch.where(drop[:, None, None], self.empty.expand_as(context), context)
+
+    def finish(self, checkpoint: Path | None = None) -> torch.Tensor:
+        """Put the plain table back with the trained vectors (the EMA ones when ``checkpoint`` holds them) in
+        the token's rows. Returns those vectors. Shapes: -> (N, width)."""
+        from nanoldm.training.state import load_ema_weights
+
+        if checkpoint is not None:
+            load_ema_weights(self.vectors, "embedding", checkpoint)
+        self.model.text_encoder.embeddings.token_embedding = self.spliced.table
+        apply_embedding(self.model, self.vectors.vectors, self.token)
+        return embedding_vectors(self.model, self.token)
+
+
+def init_vectors(model: LatentDiffusion, init_text: str, n: int) -> torch.Tensor:
+    """A1111's start: vector i is the embedding of token ``i * T // n`` of the T tokens of ``init_text``.
+    Shapes: -> (n, width)."""
+    if n < 1:
+        raise ValueError(f"an embedding needs at least one vector, got {n}")
+    ids = model.tokenizer.encode(init_text)
+    if not ids:
+        raise ValueError(f"the init text {init_text!r} has no tokens")
+    table = token_embedding(model.text_encoder).weight
+    return table[[ids[i * len(ids) // n] for i in range(n)]].detach().clone()
+
+
+def token_captions(captions: list[str | None], init_word: str, token: str) -> list[str]:
+    """Each caption with the init word replaced by the token, else "a TOKEN, CAPTION" (or "a TOKEN")."""
+    pattern = re.compile(rf"(?<!\w){re.escape(init_word.strip())}(?!\w)", re.IGNORECASE)
+    out = []
+    for caption in captions:
+        caption = (caption or "").strip()
+        replaced, count = pattern.subn(lambda _: token, caption)
+        out.append(replaced if count else f"a {token}, {caption}" if caption else f"a {token}")
+    return out
+
+
+def file_name(token: str) -> str:
+    """A1111's embedding file name for a token: letters, digits, ".", "_", "-" and spaces kept."""
+    name = "".join(c for c in token if c.isalnum() or c in "._- ").strip()
+    if not name:
+        raise ValueError(f"the token {token!r} has no letters or digits to name its files after")
+    return name
+
+
+def load_images(data: str, size: int, *, count: int, seed: int) -> tuple[torch.Tensor, list[str | None]]:
+    """Training images and their captions (None where a folder image has none): ``"shapes"`` or a folder.
+    Shapes: -> pixels (N, 3, size, size) uint8."""
+    if data == "shapes":
+        return load_data(data, size, count=count, seed=seed)
+    from nanoldm.data.folder import ImageFolder
+
+    folder = ImageFolder(data, size=size)
+    pixels = torch.stack([((folder[i]["image"] + 1.0) * 127.5).round().to(torch.uint8) for i in range(len(folder))])
+    return pixels, list(folder.captions)
+
+
+def write_embedding(embedding: Embedding, out: str | Path) -> list[Path]:
+    """The three files of the module docstring; returns their paths."""
+    out, name = Path(out), file_name(embedding.name)
+    paths = [out / f"{name}.pt", out / f"{name}.safetensors", out / DIFFUSERS_FILE]
+    for writer, path in zip((write_a1111_pt, write_a1111_safetensors, write_diffusers), paths):
+        writer(embedding, path)
+    return paths
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from nanoldm.cli.train import add_data_arguments, add_loop_arguments
+
+    p = sub.add_parser("embedding", help="a textual-inversion embedding: new token vectors for a frozen model")
+    add_data_arguments(p, count=100, size=None)
+    p.add_argument("--model", required=True, help="the base model (any format load_model reads)")
+    p.add_argument("--token", required=True, help='the new word, e.g. "<cat-toy>"')
+    p.add_argument("--init-word", required=True, help="text whose token embeddings start the vectors; replaced "
+                                                      "by the token in the captions")
+    p.add_argument("--vectors", type=int, default=1, help="vectors per token (N)")
+    p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
+    p.add_argument("--sample-prompt", action="append", default=None,
+                   help="prompt of the sample grid (repeat; default: the first training captions)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    add_loop_arguments(p, steps=3000, batch_size=4, lr=5e-3)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from nanoldm.checkpoint.load import load_model
+    from nanoldm.cli.train import loop_config
+    from nanoldm.pipelines.infotext import model_hash
+    from nanoldm.training.loop import train
+
+    file_name(args.token)  # a bad token fails before any work
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model).to(device)
+    size = args.size or model.config.image_size
+    model.config = dataclasses.replace(model.config, image_size=size)
+    vectors = init_vectors(model, args.init_word, args.vectors)
+    pixels, captions = load_images(args.data, size, count=args.count, seed=args.seed)
+    cache, path = load_or_build(pixels, [c or "" for c in captions], model, args.cache or Path(args.out) / "cache",
+                                progress=True)
+    print(f"latent cache: {path} ({len(cache)} images)")
+    task = EmbeddingTask(model, cache, token_captions(captions, args.init_word, args.token), args.token, vectors,
+                         sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None)
+    result = train(task, loop_config(args), resume=args.resume)
+    base = Path(args.model)
+    embedding = Embedding(args.token, task.finish(result.checkpoint).cpu(), result.step,
+                          model_hash(base) if base.is_file() else None, base.stem)
+    for written in write_embedding(embedding, args.out):
+        print(f"embedding: {written}")
+    print(f"token {args.token!r}: {embedding.num_vectors} vectors (step {result.step}, loss {result.loss:.4f})")
