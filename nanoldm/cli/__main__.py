@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoldm.cli import caption, convert, demo, generate, shapes, train
+from nanoldm.cli import caption, convert, demo, eval, generate, shapes, train
 
-COMMAND_GROUPS = (generate, convert, demo, shapes, train, caption)
+COMMAND_GROUPS = (generate, convert, demo, shapes, train, caption, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

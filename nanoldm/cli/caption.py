@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="image folder")
     p.add_argument("--clip", required=True, help="a clip.safetensors written by 'nanoldm train clip'")
     p.add_argument("--extra-shapes", default="", help="also consider 'star', 'heart' or 'star,heart'")
+    p.add_argument("--generic-noun", action="store_true",
+                   help="also consider captions naming an object only 'shape' (data exported with --generic-extra)")
     p.add_argument("--pair-sizes", action="store_true", help="consider sizes in two-object captions too")
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(run=run)
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nanoldm.data.folder import ImageFolder
-    from nanoldm.data.vocabulary import BASE_SHAPES, EXTRA_SHAPES
+    from nanoldm.data.vocabulary import BASE_SHAPES, EXTRA_SHAPES, GENERIC_NOUN
     from nanoldm.evaluation.captioner import Captioner, all_captions
     from nanoldm.text.clip_model import load_clip
 
@@ -36,13 +38,27 @@ def run(args: argparse.Namespace) -> int:
     if not todo:
         print(f"{args.dir}: all {len(folder)} images have captions; nothing to do")
         return 0
-    captioner = Captioner(clip, all_captions(BASE_SHAPES + extra, pair_sizes=args.pair_sizes),
+    nouns = BASE_SHAPES + extra + ((GENERIC_NOUN,) if args.generic_noun else ())
+    captioner = Captioner(clip, all_captions(nouns, pair_sizes=args.pair_sizes),
                           batch_size=args.batch_size)
     images = torch.stack([folder[i]["image"] for i in todo])
     captions = captioner(images, progress=True)
     written = sum(_write_new(folder.paths[i].with_suffix(".txt"), c) for i, c in zip(todo, captions))
     print(f"wrote {written} captions ({len(folder) - len(todo)} images already had one) in {args.dir}")
+    _report_against_reference(folder, todo, captions)
     return 0
+
+
+def _report_against_reference(folder, todo: list[int], captions: list[str]) -> None:
+    """A shapes export made with ``--uncaptioned`` keeps each withheld caption as "reference_caption":
+    print how many of the new captions name the same picture."""
+    from nanoldm.evaluation.captioner import same_caption
+
+    pairs = [(c, folder.metadata[i].get("reference_caption")) for i, c in zip(todo, captions)]
+    pairs = [(c, ref) for c, ref in pairs if ref]
+    if pairs:
+        right = sum(same_caption(c, ref) for c, ref in pairs)
+        print(f"captions right against the withheld reference: {right / len(pairs):.1%} ({right} of {len(pairs)})")
 
 
 def _write_new(path, text: str) -> bool:

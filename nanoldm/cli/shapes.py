@@ -18,8 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", choices=("train", "held_out"), default="train",
                    help="train: never a held-out combination; held_out: always one (default train)")
     e.add_argument("--extra-shapes", default="", help="extra shapes to draw too: 'star', 'heart' or 'star,heart'")
+    e.add_argument("--only-shapes", default="", help="draw only these shapes, e.g. 'star' (with --extra-shapes star)")
     e.add_argument("--generic-extra", action="store_true", help="caption extra shapes with the word 'shape'")
+    e.add_argument("--generic-share", type=float, default=0.0,
+                   help="share of the other shapes also captioned 'shape', so that the word means any shape")
     e.add_argument("--pair-sizes", action="store_true", help="name sizes in two-object captions too")
+    e.add_argument("--uncaptioned", type=float, default=0.0,
+                   help="share of the images (the last ones) written without a caption, for 'nanoldm caption'")
     e.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     e.set_defaults(run=run)
 
@@ -32,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     world = ShapesWorld(size=args.size, seed=args.seed, count=args.count, objects=_int_list(args.objects),
                         held_out=parse_combinations(args.held_out), split=args.split,
                         extra_shapes=tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip()),
-                        generic_extra=args.generic_extra, pair_sizes=args.pair_sizes)
-    out = export_shapes(world, args.dir, overwrite=args.overwrite)
+                        generic_extra=args.generic_extra, pair_sizes=args.pair_sizes,
+                        only_shapes=tuple(s.strip() for s in args.only_shapes.split(",") if s.strip()),
+                        generic_share=args.generic_share)
+    out = export_shapes(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
     print(f"wrote {len(world)} images ({args.size}x{args.size}) with captions and metadata.jsonl to {out}")
     return 0
 

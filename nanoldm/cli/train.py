@@ -1,16 +1,18 @@
-"""``nanoldm train vae|clip|ldm ...``: one sub-command per trainer. Each trainer module in ``nanoldm.training``
-defines ``register(sub)`` (adds its sub-parser, sets ``run``); this file only groups them."""
+"""``nanoldm train vae|clip|ldm|embedding|hypernetwork|all ...``: one sub-command per trainer. Each trainer
+module in ``nanoldm.training`` defines ``register(sub)`` (adds its sub-parser, sets ``run``); this file groups them."""
 from __future__ import annotations
 
 import argparse
 
-from nanoldm.training import clip, ldm, vae
+from nanoldm.training import all as all_stages
+from nanoldm.training import clip, embedding, hypernetwork, ldm, vae
 
-TRAINERS: tuple = (vae, clip, ldm)  # trainer modules, each with register(sub); appended as trainers land
+TRAINERS: tuple = (vae, clip, ldm, embedding, hypernetwork, all_stages)  # modules, each with register(sub)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a part of the model from scratch (vae, clip, ldm)")
+    p = sub.add_parser("train", help="train a part of the model (vae, clip, ldm), finetune one (embedding, "
+                                      "hypernetwork), or everything from nothing (all)")
     trainers = p.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
     for trainer in TRAINERS:
         trainer.register(trainers)

@@ -1,6 +1,10 @@
 """Write a shapes world to a folder the way a user's own data looks: ``00000.png`` with ``00000.txt`` beside it
 (the caption; the kohya convention) and ``metadata.jsonl`` (the Hugging Face imagefolder convention: one JSON
 object per line with "file_name" and "text", plus our fields "class_label", "layout", "objects", "relation").
+
+``uncaptioned``: the last share of the images is written without a caption (no ``.txt``, no "text"), as a user's
+uncaptioned photos would be, for a captioner to fill in (``nanoldm caption``); their withheld caption is kept in
+the field "reference_caption" only, so a captioner's work can be measured.
 """
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ PROGRESS_FROM = 500  # a progress bar for exports of at least this many images
 
 
 def export_shapes(world: ShapesWorld, directory: str | os.PathLike, *, overwrite: bool = False,
-                  progress: bool = True) -> Path:
+                  uncaptioned: float = 0.0, progress: bool = True) -> Path:
     """Write every sample of ``world`` into ``directory`` (created if missing) and return its path.
     A non-empty folder is refused unless ``overwrite``; then the files a previous export listed are removed
     first and anything else is left alone."""
     directory = Path(directory)
+    if not 0.0 <= uncaptioned <= 1.0:
+        raise ValueError(f"the uncaptioned share must be in [0, 1], got {uncaptioned}")
+    captioned = len(world) - round(uncaptioned * len(world))
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory} exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()):
@@ -36,8 +43,12 @@ def export_shapes(world: ShapesWorld, directory: str | os.PathLike, *, overwrite
         sample = world.sample(i)
         name = f"{i:0{width}d}"
         sample.pil().save(directory / f"{name}.png")
-        (directory / f"{name}.txt").write_text(sample.caption, encoding="utf-8")
-        rows.append(metadata_row(sample, f"{name}.png"))
+        row = metadata_row(sample, f"{name}.png")
+        if i < captioned:
+            (directory / f"{name}.txt").write_text(sample.caption, encoding="utf-8")
+        else:
+            row["reference_caption"] = row.pop("text")
+        rows.append(row)
     tmp = directory / f"{METADATA}.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     os.replace(tmp, directory / METADATA)

@@ -28,6 +28,8 @@ SIZE_JITTER = 0.08  # relative
 POSITION_JITTER = 0.04  # of the image side
 MARGIN = 0.02  # boxes stay this far inside the image
 GAP = 0.06  # two objects' boxes are at least this far apart along their relation's axis
+# (colour, shape) pairs the built-in model never saw in training; `nanoldm eval` scores them separately
+DEFAULT_HELD_OUT = frozenset({("green", "triangle"), ("purple", "circle")})
 
 
 class Split(str, enum.Enum):
@@ -112,12 +114,16 @@ class ShapesWorld:
     held_out: (colour, shape) pairs that ``Split.TRAIN`` never draws and ``Split.HELD_OUT`` always includes.
     extra_shapes: shapes from ``EXTRA_SHAPES`` ("star", "heart") drawn besides the base three;
     generic_extra: caption those with the noun "shape" (for textual inversion).
+    generic_share: the share of base-shape objects also captioned "shape", so that the word means any shape
+    (with generic_extra, a model then has no word for the extra shape; textual inversion must find one).
     pair_sizes: name the sizes in two-object captions too.
+    only_shapes: draw only these shapes (e.g. ("star",) for a textual-inversion set); () draws every shape.
     """
 
     def __init__(self, *, size: int = 32, seed: int = 0, count: int = 10_000, objects: tuple[int, ...] = (1, 2),
                  held_out: frozenset[tuple[str, str]] = frozenset(), split: Split | str = Split.TRAIN,
-                 extra_shapes: tuple[str, ...] = (), generic_extra: bool = False, pair_sizes: bool = False):
+                 extra_shapes: tuple[str, ...] = (), generic_extra: bool = False, pair_sizes: bool = False,
+                 only_shapes: tuple[str, ...] = (), generic_share: float = 0.0):
         if size not in IMAGE_SIZES:
             raise ValueError(f"image size must be one of {IMAGE_SIZES}, got {size}")
         if count < 1:
@@ -130,8 +136,15 @@ class ShapesWorld:
         self.size, self.seed, self.count, self.objects = size, seed, count, tuple(objects)
         self.split = Split(split)
         self.shapes = BASE_SHAPES + tuple(s for s in EXTRA_SHAPES if s in extra_shapes)
+        if any(s not in self.shapes for s in only_shapes):
+            raise ValueError(f"only_shapes {tuple(only_shapes)} must be among the drawn shapes {self.shapes} "
+                             f"(add star or heart with extra_shapes)")
+        self.drawn = tuple(only_shapes) or self.shapes
         self.held_out = frozenset(held_out)
         self.generic_extra, self.pair_sizes = generic_extra, pair_sizes
+        if not 0.0 <= generic_share <= 1.0:
+            raise ValueError(f"generic_share must be in [0, 1], got {generic_share}")
+        self.generic_share = generic_share
         self._check_held_out()
 
     def _check_held_out(self) -> None:
@@ -171,11 +184,13 @@ class ShapesWorld:
                  for (cx, cy), s in zip(centres, scale)]
         objs = tuple(ShapeObject(c, sh, sz, position_of(cx, cy), b)
                      for (c, sh), sz, (cx, cy), b in zip(combos, sizes, centres, boxes))
-        return self._render(objs, relation)
+        # drawn last (and only when asked) so that every other draw, hence every image, is unchanged by it
+        generic = [bool(rng.random() < self.generic_share) for _ in objs] if self.generic_share else [False] * n
+        return self._render(objs, relation, generic)
 
     def _draw_combos(self, rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
         """(colour, shape) per object, honouring the split's hold-outs."""
-        all_combos = [(c, s) for s in self.shapes for c in COLOURS]
+        all_combos = [(c, s) for s in self.drawn for c in COLOURS]
         allowed = [c for c in all_combos if c not in self.held_out]
         combos = [allowed[rng.integers(len(allowed))] for _ in range(n)]
         if self.split is Split.HELD_OUT:
@@ -183,7 +198,7 @@ class ShapesWorld:
             combos[rng.integers(n)] = held[rng.integers(len(held))]
         return combos
 
-    def _render(self, objs: tuple[ShapeObject, ...], relation: str | None) -> ShapeSample:
+    def _render(self, objs: tuple[ShapeObject, ...], relation: str | None, generic: list[bool]) -> ShapeSample:
         """Composite the objects' coverage over the background; masks are coverage >= 0.5."""
         hw = self.size
         image = np.broadcast_to(np.array(BACKGROUND, np.float32), (hw, hw, 3)).copy()
@@ -191,15 +206,15 @@ class ShapesWorld:
         for o, a in zip(objs, covers):
             image = image * (1 - a[..., None]) + np.array(COLOURS[o.colour], np.float32) * a[..., None]
         masks = np.stack([a >= 0.5 for a in covers])
-        named = [self._named(o, len(objs)) for o in objs]
+        named = [self._named(o, len(objs), g) for o, g in zip(objs, generic)]
         return ShapeSample(
             image=np.round(image).astype(np.uint8), caption=caption_for(named, relation),
             class_label=objs[0].class_id if len(objs) == 1 else NO_CLASS,
             layout=tuple((o.class_id, o.box) for o in objs), masks=masks, objects=objs, relation=relation)
 
-    def _named(self, obj: ShapeObject, n: int) -> dict:
-        """The attributes a caption names for ``obj`` in an image of ``n`` objects."""
-        noun = GENERIC_NOUN if self.generic_extra and obj.shape in EXTRA_SHAPES else obj.shape
+    def _named(self, obj: ShapeObject, n: int, generic: bool = False) -> dict:
+        """The attributes a caption names for ``obj`` in an image of ``n`` objects (``generic``: call it "shape")."""
+        noun = GENERIC_NOUN if generic or (self.generic_extra and obj.shape in EXTRA_SHAPES) else obj.shape
         named = {"colour": obj.colour, "shape": noun}
         if n == 1 or self.pair_sizes:
             named["size"] = obj.size

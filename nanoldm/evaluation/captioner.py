@@ -17,7 +17,8 @@ import itertools
 import torch
 from tqdm import tqdm
 
-from nanoldm.data.vocabulary import BASE_SHAPES, COLOURS, POSITIONS, RELATIONS, SIZES, caption_for, parse_caption
+from nanoldm.data.vocabulary import (BASE_SHAPES, COLOURS, GENERIC_NOUN, POSITIONS, RELATIONS, SIZES, caption_for,
+                                     parse_caption)
 from nanoldm.text.clip_model import CLIP
 from nanoldm.text.tokenizer import CLIPTokenizer
 
@@ -36,11 +37,21 @@ def all_captions(shapes: tuple[str, ...] = BASE_SHAPES, *, pair_sizes: bool = Fa
 
 
 def same_caption(a: str, b: str) -> bool:
-    """True when two captions name the same picture: equal, or a two-object caption and its mirror."""
+    """True when two captions name the same picture: equal, or a two-object caption and its mirror. The generic
+    noun "shape" names any shape, so "a red shape" and "a red circle" agree."""
     pa, pb = parse_caption(a), parse_caption(b)
-    if pa == pb:
+    if pa.relation == pb.relation and _same_objects(pa.objects, pb.objects):
         return True
-    return pa.relation is not None and pb.relation == MIRROR[pa.relation] and pa.objects == pb.objects[::-1]
+    return pa.relation is not None and pb.relation == MIRROR[pa.relation] and _same_objects(pa.objects,
+                                                                                           pb.objects[::-1])
+
+
+def _same_objects(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
+    def known(obj: dict) -> dict:
+        return {k: v for k, v in obj.items() if not (k == "shape" and v == GENERIC_NOUN)}
+
+    return len(a) == len(b) and all(known(x).items() <= y.items() or known(y).items() <= x.items()
+                                    if GENERIC_NOUN in (x["shape"], y["shape"]) else x == y for x, y in zip(a, b))
 
 
 class Captioner:

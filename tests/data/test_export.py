@@ -73,3 +73,20 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and words in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_uncaptioned_share_keeps_only_a_reference_caption(tmp_path):
+    from nanoldm.data.folder import ImageFolder
+
+    world = ShapesWorld(count=8, seed=2)
+    export_shapes(world, tmp_path / "d", uncaptioned=0.25)
+    rows = read_metadata(tmp_path / "d")
+    for i, (row, sample) in enumerate(zip(rows, world)):
+        captioned = i < 6
+        assert (tmp_path / "d" / f"{i:05d}.txt").exists() == captioned
+        assert row.get("text") == (sample.caption if captioned else None)
+        assert row.get("reference_caption") == (None if captioned else sample.caption)
+    folder = ImageFolder(tmp_path / "d")
+    assert [c is None for c in folder.captions] == [False] * 6 + [True] * 2
+    with pytest.raises(ValueError, match="uncaptioned share"):
+        export_shapes(world, tmp_path / "e", uncaptioned=1.5)

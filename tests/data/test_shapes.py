@@ -167,3 +167,30 @@ def test_held_out_combinations_parse():
     assert parse_combinations("green triangle, Red circle,") == {("green", "triangle"), ("red", "circle")}
     with pytest.raises(ValueError, match="pink triangle"):
         parse_combinations("pink triangle")
+
+
+def test_only_shapes_draws_only_those():
+    world = ShapesWorld(count=60, seed=3, extra_shapes=("star",), only_shapes=("star",), objects=(1, 2))
+    assert {o.shape for s in world for o in s.objects} == {"star"}
+    with pytest.raises(ValueError, match="only_shapes"):
+        ShapesWorld(only_shapes=("heart",))
+
+
+def test_generic_share_renames_some_base_shapes_and_changes_no_pixel():
+    plain = ShapesWorld(count=300, seed=5, extra_shapes=("star",), generic_extra=True)
+    mixed = ShapesWorld(count=300, seed=5, extra_shapes=("star",), generic_extra=True, generic_share=0.25)
+    renamed = total = 0
+    for a, b in zip(plain, mixed):
+        assert np.array_equal(a.image, b.image) and a.objects == b.objects
+        pa, pb = parse_caption(a.caption), parse_caption(b.caption)
+        for obj, wa, wb in zip(a.objects, pa.objects, pb.objects):
+            assert {k: v for k, v in wa.items() if k != "shape"} == {k: v for k, v in wb.items() if k != "shape"}
+            if obj.shape == "star":
+                assert wa["shape"] == wb["shape"] == "shape"
+            else:
+                total += 1
+                renamed += wb["shape"] == "shape"
+                assert wa["shape"] == obj.shape and wb["shape"] in (obj.shape, "shape")
+    assert 0.18 < renamed / total < 0.32
+    with pytest.raises(ValueError, match="generic_share"):
+        ShapesWorld(generic_share=2.0)

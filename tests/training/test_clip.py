@@ -139,3 +139,26 @@ def test_train_command_shapes_end_to_end(tmp_path, capsys):
                  "--batch-size", "8", "--image-channels", "8,16", "--embed-dim", "16"]) == 0
     assert "held-out captions exactly right" in capsys.readouterr().out
     assert load_clip(out / "clip.safetensors").cfg.image_channels == (8, 16)
+
+
+def test_caption_command_reports_against_withheld_captions(trained, tmp_path, capsys):
+    """An export with --uncaptioned keeps the withheld captions aside; the caption command scores itself on them."""
+    from nanoldm.data.export import export_shapes
+    from nanoldm.data.shapes import ShapesWorld
+
+    export_shapes(ShapesWorld(count=8, seed=4), tmp_path / "d", uncaptioned=0.5, progress=False)
+    save_clip(tmp_path / "clip.safetensors", trained[0].model)
+    assert main(["caption", str(tmp_path / "d"), "--clip", str(tmp_path / "clip.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 4 captions (4 images already had one)" in out
+    assert "captions right against the withheld reference:" in out and "of 4)" in out
+
+
+def test_same_caption_reads_shape_as_any_shape():
+    from nanoldm.evaluation.captioner import same_caption
+
+    assert same_caption("a small red shape at the top", "a small red star at the top")
+    assert same_caption("a red circle left of a blue shape", "a blue square right of a red circle")
+    assert not same_caption("a small red shape at the top", "a large red star at the top")
+    assert not same_caption("a red circle at the top", "a red square at the top")
+    assert not same_caption("a red shape left of a blue shape", "a red shape above a blue shape")

@@ -1,0 +1,143 @@
+"""``nanoldm train all``: the whole chain from nothing, each stage an ordinary ``nanoldm`` command.
+
+1. ``data``: the shapes world exported as a user's folder would look (``nanoldm shapes export``), with the
+   held-out combinations never drawn and the last ``--uncaptioned`` share of the images left without captions.
+   ``--generic-shape star`` (the default) also draws stars but captions them only "shape" ("a red shape at the
+   top left"), a word also used for a quarter of the other shapes: the model learns to draw stars without a
+   word for them, which textual inversion then finds;
+2. ``clip``: a small CLIP trained on the captioned images (``nanoldm train clip``);
+3. ``caption``: that CLIP captions the uncaptioned images (``nanoldm caption``; the export kept their true
+   captions aside, so the rate of right captions is printed);
+4. ``vae``: the autoencoder (``nanoldm train vae``);
+5. ``base``: VAE + CLIP's text tower + a fresh UNet of the ``shapes_tiny`` preset, written as one model file;
+6. ``ldm``: the text-conditioned UNet on the now fully captioned folder (``nanoldm train ldm``);
+7. ``eval``: prompt following, judged (``nanoldm eval``), written to ``OUT/eval/report.json``.
+
+Every command run is appended to ``OUT/commands.txt`` and every stage's seconds to ``OUT/stages.jsonl``; the
+final model is ``OUT/model.safetensors``. Run it again with the same ``--out`` after a crash or Ctrl-C: stages
+whose output exists are skipped and an interrupted trainer resumes from its checkpoint (``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from nanoldm.data.shapes import DEFAULT_HELD_OUT
+
+MODEL_FILE = "model.safetensors"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("all", help="the whole chain: data -> CLIP -> captions -> VAE -> LDM -> eval",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder (one subfolder per stage)")
+    p.add_argument("--count", type=int, default=20000, help="shapes-world images")
+    p.add_argument("--uncaptioned", type=float, default=0.25, help="share of the images left for the captioner")
+    p.add_argument("--held-out", default=", ".join(f"{c} {s}" for c, s in sorted(DEFAULT_HELD_OUT)),
+                   help="(colour, shape) combinations never drawn for training; '' for none")
+    p.add_argument("--generic-shape", default="star", choices=("star", "heart", ""),
+                   help="an extra shape drawn but captioned only 'shape' (for textual inversion); '' for none")
+    p.add_argument("--clip-steps", type=int, default=1500)
+    p.add_argument("--vae-steps", type=int, default=1000)
+    p.add_argument("--ldm-steps", type=int, default=6000)
+    p.add_argument("--ldm-batch-size", type=int, default=64)
+    p.add_argument("--ldm-lr", type=float, default=3e-4)
+    p.add_argument("--eval-prompts", type=int, default=96,
+                   help="one-object prompts of the final eval (two-object: 2/3 as many; each held-out group: half)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="for the LDM stage (default: cuda if available, else cpu)")
+    p.set_defaults(run=run)
+
+
+def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[str] | None]]:
+    """(name, the file that marks it done, the nanoldm command; None for the in-process ``base`` stage)."""
+    data, seed = out / "data", str(args.seed)
+    clip, vae, ldm = out / "clip", out / "vae", out / "ldm"
+    loop = lambda run, steps, extra: ["--out", str(run), "--steps", str(steps), "--seed", seed, *extra]  # noqa: E731
+    device = ["--device", args.device] if args.device else []
+    return [
+        ("data", data / "metadata.jsonl",
+         ["shapes", "export", str(data), "--count", str(args.count), "--seed", seed, "--held-out", args.held_out,
+          "--uncaptioned", str(args.uncaptioned), "--overwrite",
+          *(["--extra-shapes", args.generic_shape, "--generic-extra", "--generic-share", "0.25"]
+            if args.generic_shape else [])]),
+        ("clip", clip / "clip.safetensors",
+         ["train", "clip", "--data", str(data), *loop(clip, args.clip_steps, ["--batch-size", "128",
+                                                                            "--warmup-steps", "50"])]),
+        ("caption", out / "captioned", ["caption", str(data), "--clip", str(clip / "clip.safetensors"),
+                                        *(["--generic-noun"] if args.generic_shape else [])]),
+        ("vae", vae / "vae.safetensors",
+         ["train", "vae", "--data", str(data), *loop(vae, args.vae_steps, ["--batch-size", "32",
+                                                                          "--warmup-steps", "50"])]),
+        ("base", out / "base.safetensors", None),
+        ("ldm", ldm / MODEL_FILE,
+         ["train", "ldm", "--model", str(out / "base.safetensors"), "--data", str(data),
+          *loop(ldm, args.ldm_steps, ["--batch-size", str(args.ldm_batch_size), "--lr", str(args.ldm_lr),
+                                      "--warmup-steps", "100", "--ema-decay", "0.999", "--sample-every", "1000",
+                                      *device])]),
+        ("eval", out / "eval" / "report.json",
+         ["eval", "--model", str(ldm / MODEL_FILE), "--held-out", args.held_out, "--out", str(out / "eval"),
+          "--singles", str(args.eval_prompts), "--pairs", str(max(1, 2 * args.eval_prompts // 3)),
+          "--held-out-count", str(max(1, args.eval_prompts // 2)), *device]),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from nanoldm.cli.__main__ import main
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for name, done, command in stages(args, out):
+        if done.exists():
+            print(f"== {name}: done already ({done})")
+            continue
+        if command and command[0] == "train" and (Path(command[command.index("--out") + 1])
+                                                  / "checkpoint.safetensors").exists():
+            command = command + ["--resume"]
+        print(f"== {name}: nanoldm {shlex.join(command)}" if command else f"== {name}")
+        t0 = time.perf_counter()
+        if command is None:
+            assemble_base(out / "vae" / "vae.safetensors", out / "clip" / "clip.safetensors", done, seed=args.seed)
+        elif main(command) != 0:
+            raise RuntimeError(f"stage {name} failed: nanoldm {shlex.join(command)}")
+        if name == "caption":
+            done.touch()
+        seconds = time.perf_counter() - t0
+        with open(out / "commands.txt", "a") as f:
+            f.write(f"nanoldm {shlex.join(command)}\n" if command else f"# {name}: assemble_base()\n")
+        with open(out / "stages.jsonl", "a") as f:
+            f.write(json.dumps({"stage": name, "seconds": round(seconds, 1)}) + "\n")
+    shutil.copyfile(out / "ldm" / MODEL_FILE, out / MODEL_FILE)
+    print(f"model: {out / MODEL_FILE} ({(time.perf_counter() - started) / 60:.1f} min in this run; "
+          f"stage times in {out / 'stages.jsonl'})")
+    return 0
+
+
+def assemble_base(vae_path: Path, clip_path: Path, path: Path, *, seed: int = 0) -> None:
+    """The base of the LDM stage: the trained VAE, CLIP's text tower as the text encoder, and a fresh
+    ``shapes_tiny`` UNet whose cross-attention reads that tower's width. Written as one model file."""
+    import dataclasses
+
+    import torch
+
+    from nanoldm.checkpoint.save import save_model
+    from nanoldm.config import SHAPES_TINY
+    from nanoldm.model import LatentDiffusion
+    from nanoldm.text.clip_model import load_clip
+    from nanoldm.text.tokenizer import CLIPTokenizer
+    from nanoldm.training.vae import load_vae
+
+    vae, clip = load_vae(vae_path), load_clip(clip_path)
+    config = dataclasses.replace(SHAPES_TINY, vae=vae.cfg, text=clip.cfg.text, image_size=clip.cfg.image_size,
+                                 unet=dataclasses.replace(SHAPES_TINY.unet, context_dim=clip.cfg.text.width))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LatentDiffusion.from_config(config, tokenizer=CLIPTokenizer.default())
+    model.vae.load_state_dict(vae.state_dict())
+    model.text_encoder.load_state_dict(clip.text_model.state_dict())
+    save_model(model, path, overwrite=True)
