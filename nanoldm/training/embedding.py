@@ -40,7 +40,7 @@ from nanoldm.finetune.embedding_files import Embedding, write_a1111_pt, write_a1
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
-from nanoldm.training.ldm import LDMTask, freeze, load_data
+from nanoldm.training.ldm import LDMTask, add_latent_arguments, freeze, load_data
 
 DIFFUSERS_FILE = "learned_embeds.safetensors"
 
@@ -173,20 +173,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("embedding", help="a textual-inversion embedding: new token vectors for a frozen model")
     add_data_arguments(p, count=100, size=None)
-    p.add_argument("--model", required=True, help="the base model (any format load_model reads)")
+    p.add_argument("--model", default=None, help="the base model (any format load_model reads; default: the "
+                                                 "built-in shapes model)")
     p.add_argument("--token", required=True, help='the new word, e.g. "<cat-toy>"')
     p.add_argument("--init-word", required=True, help="text whose token embeddings start the vectors; replaced "
                                                       "by the token in the captions")
     p.add_argument("--vectors", type=int, default=1, help="vectors per token (N)")
-    p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
-    p.add_argument("--sample-prompt", action="append", default=None,
-                   help="prompt of the sample grid (repeat; default: the first training captions)")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    add_latent_arguments(p, cond_drop=0.0)  # sample prompts default to the first training captions
     add_loop_arguments(p, steps=3000, batch_size=4, lr=5e-3)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from nanoldm.builtin import builtin_model_path
     from nanoldm.checkpoint.load import load_model
     from nanoldm.cli.train import loop_config
     from nanoldm.pipelines.infotext import model_hash
@@ -194,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
 
     file_name(args.token)  # a bad token fails before any work
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.model = args.model or str(builtin_model_path())
     model = load_model(args.model).to(device)
     size = args.size or model.config.image_size
     model.config = dataclasses.replace(model.config, image_size=size)
@@ -203,7 +203,8 @@ def run(args: argparse.Namespace) -> None:
                                 progress=True)
     print(f"latent cache: {path} ({len(cache)} images)")
     task = EmbeddingTask(model, cache, token_captions(captions, args.init_word, args.token), args.token, vectors,
-                         sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None)
+                         sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None,
+                         cond_drop=args.cond_drop)
     result = train(task, loop_config(args), resume=args.resume)
     base = Path(args.model)
     embedding = Embedding(args.token, task.finish(result.checkpoint).cpu(), result.step,

@@ -28,7 +28,7 @@ from nanoldm.data.latents import LatentCache
 from nanoldm.finetune.hypernetwork import (WEIGHT_INITS, Hypernetwork, HypernetworkOptions, apply_hypernetworks,
                                            default_widths, remove_hypernetworks)
 from nanoldm.model import LatentDiffusion
-from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, freeze
+from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, add_latent_arguments, freeze
 
 
 class HypernetworkTask(LDMTask):
@@ -87,8 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("hypernetwork", help="an A1111 hypernetwork on a frozen model (writes OUT/NAME.pt)")
     add_data_arguments(p, count=2000, size=None)
-    p.add_argument("--model", required=True, help="the base model (our .safetensors, an SD 1.x file, a diffusers "
-                                                  "folder); it stays frozen")
+    p.add_argument("--model", default=None, help="the base model (our .safetensors, an SD 1.x file, a diffusers "
+                                                 "folder; default: the built-in shapes model); it stays frozen")
     p.add_argument("--name", required=True, help="the hypernetwork's name (and file name); <hypernet:NAME:1> uses it")
     p.add_argument("--layer-structure", default="1,2,1", help="MLP widths as multiples of the context width")
     p.add_argument("--activation", default="linear", metavar="NAME",
@@ -100,15 +100,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-init", choices=WEIGHT_INITS, default="Normal")
     p.add_argument("--widths", default=None, help="context widths to cover, e.g. 768,320,640,1280 (default: "
                                                   "the text width and the attention levels' channels)")
-    p.add_argument("--cond-drop", type=float, default=0.0, help="probability of training on the empty prompt")
-    p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
-    p.add_argument("--sample-prompt", action="append", default=None, help="prompt of the sample grid (repeat)")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    add_latent_arguments(p, cond_drop=0.0)
     add_loop_arguments(p, steps=2000, batch_size=4, lr=1e-5)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from nanoldm.builtin import builtin_model_path
     from nanoldm.checkpoint.load import load_model
     from nanoldm.cli.train import loop_config
     from nanoldm.data.latents import load_or_build
@@ -120,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
     name, options = clean_name(args.name), options_from_args(args)  # bad options fail before any loading
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.model = args.model or str(builtin_model_path())
     model = load_model(args.model).to(device)
     size = args.size or model.config.image_size
     model.config = dataclasses.replace(model.config, image_size=size)

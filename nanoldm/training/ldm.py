@@ -187,12 +187,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", choices=CONDITIONS, default="text",
                    help="text: captions; class / layout: a jointly trained condition module (saved to OUT/"
                         "condition.safetensors) replaces the text encoder; mask: an inpainting UNet (4+1+4 inputs)")
-    p.add_argument("--cond-drop", type=float, default=0.1, help="probability of training on the empty prompt")
+    add_latent_arguments(p, cond_drop=0.1)
+    add_loop_arguments(p, steps=5000, batch_size=64, lr=1e-4)
+    p.set_defaults(run=run)
+
+
+def add_latent_arguments(p: argparse.ArgumentParser, *, cond_drop: float) -> None:
+    """The options of every trainer on a frozen VAE's latent cache (ldm, embedding, hypernetwork)."""
+    p.add_argument("--cond-drop", type=float, default=cond_drop, help="probability of training on the empty prompt")
     p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
     p.add_argument("--sample-prompt", action="append", default=None, help="prompt of the sample grid (repeat)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    add_loop_arguments(p, steps=5000, batch_size=64, lr=1e-4)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,6 +1,5 @@
 """Loading real-format checkpoints: a diffusers folder written by diffusers itself, and the SD single file
 converted from it, give our modules the same outputs as the reference models (max abs diff <= 1e-4)."""
-from pathlib import Path
 
 import pytest
 import torch

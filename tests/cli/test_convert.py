@@ -1,5 +1,4 @@
 """`nanoldm convert` end to end, and every kind of bad input: one line on stderr, non-zero exit, nothing lost."""
-import json
 import os
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """The hypernetwork trainer on the tiny model and a few dozen 16x16 shapes images: only the hypernetwork learns,
 the loss falls, a resumed run ends bit for bit where an uninterrupted one does, and the CLI writes A1111's file."""
-import pytest
 import torch
 
 from nanoldm.checkpoint.load import load_model
@@ -12,18 +11,7 @@ from nanoldm.finetune.hypernetwork_file import load_hypernetwork
 from nanoldm.pipelines.infotext import model_hash
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.training.hypernetwork import HypernetworkTask
-from nanoldm.training.ldm import load_data
 from nanoldm.training.loop import TrainConfig, train
-
-
-@pytest.fixture
-def model(tiny_model_16px):
-    return tiny_model_16px
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data("shapes", 16, count=24, seed=0)
 
 
 def new_hypernetwork(model, **options) -> Hypernetwork:

@@ -1,7 +1,6 @@
 """The LDM trainer on a tiny model and a few dozen 16x16 shapes images."""
 import json
 
-import pytest
 import torch
 
 from nanoldm.checkpoint.load import load_model
@@ -10,19 +9,9 @@ from nanoldm.cli.__main__ import main
 from nanoldm.config import PredictionType
 from nanoldm.data.latents import build_latent_cache
 from nanoldm.pipelines.pipeline import Pipeline
-from nanoldm.training.ldm import LDMTask, load_data, with_prediction
+from nanoldm.training.ldm import LDMTask, with_prediction
 from nanoldm.training.loop import TrainConfig, train
 
-
-
-@pytest.fixture
-def model(tiny_model_16px):
-    return tiny_model_16px
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data("shapes", 16, count=24, seed=0)
 
 
 def frozen_state(model):
