@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=None, help="the learned word for --concept, e.g. '<star>'")
     p.add_argument("--concept-count", type=int, default=48)
     p.add_argument("--embeddings", default=None, metavar="DIR", help="textual-inversion embeddings to load")
+    p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH", help="hypernetwork(s) to apply")
+    p.add_argument("--hypernetwork-strength", type=float, default=1.0)
+    p.add_argument("--style", default=None, choices=("light", "dark"),
+                   help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
     p.add_argument("--sampler", default="Euler a")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=7.0)
@@ -49,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         from nanoldm.finetune.textual_inversion import load_embeddings_dir
 
         load_embeddings_dir(pipe.model, args.embeddings)
+    for path in args.hypernetwork:
+        pipe.load_hypernetwork(path, args.hypernetwork_strength)
     judged = extra + ((args.concept,) if args.concept and args.concept not in extra else ())  # shapes to read
     size = pipe.model.config.image_size
     prompts = eval_prompts(singles=args.singles, pairs=args.pairs, held_out=parse_combinations(args.held_out),
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                            size=32 if size <= 32 else 64)
     if not prompts:
         raise ValueError("no prompts to evaluate: every group has a count of 0")
-    report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size, extra_shapes=judged,
+    report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size, extra_shapes=judged, style=args.style,
                       sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
     print(format_table(report["groups"]))
     if args.out:
@@ -70,7 +76,8 @@ def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("model", "sampler", "steps", "cfg_scale", "seed", "held_out", "concept",
-                                              "token", "embeddings")}
+                                              "token", "embeddings", "hypernetwork", "hypernetwork_strength",
+                                              "style")}
     per_image = [{"prompt": p.prompt, "judged_as": p.caption, "group": p.group, "all_correct": s["all_correct"],
                   **{k: v for k, v in s.items() if isinstance(v, bool)}} for p, _, s in report["images"]]
     (out / "report.json").write_text(json.dumps({"settings": settings, "groups": report["groups"],

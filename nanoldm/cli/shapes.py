@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--generic-extra", action="store_true", help="caption extra shapes with the word 'shape'")
     e.add_argument("--generic-share", type=float, default=0.0,
                    help="share of the other shapes also captioned 'shape', so that the word means any shape")
+    e.add_argument("--style", default="light", help="picture style: light (the default) or dark background")
     e.add_argument("--pair-sizes", action="store_true", help="name sizes in two-object captions too")
     e.add_argument("--uncaptioned", type=float, default=0.0,
                    help="share of the images (the last ones) written without a caption, for 'nanoldm caption'")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                         extra_shapes=tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip()),
                         generic_extra=args.generic_extra, pair_sizes=args.pair_sizes,
                         only_shapes=tuple(s.strip() for s in args.only_shapes.split(",") if s.strip()),
-                        generic_share=args.generic_share)
+                        generic_share=args.generic_share, style=args.style)
     out = export_shapes(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
     print(f"wrote {len(world)} images ({args.size}x{args.size}) with captions and metadata.jsonl to {out}")
     return 0

@@ -19,8 +19,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nanoldm.data.vocabulary import (BACKGROUND, BASE_SHAPES, COLOURS, EXTRA_SHAPES, GENERIC_NOUN, NO_CLASS, POSITIONS,
-                                     RELATIONS, SHAPES, SIZES, caption_for, class_id, position_of)
+from nanoldm.data.vocabulary import (BASE_SHAPES, COLOURS, EXTRA_SHAPES, GENERIC_NOUN, NO_CLASS, POSITIONS, RELATIONS,
+                                     SHAPES, SIZES, STYLES, caption_for, class_id, position_of)
 
 IMAGE_SIZES = (32, 64)
 SUPERSAMPLE = 4
@@ -118,12 +118,13 @@ class ShapesWorld:
     (with generic_extra, a model then has no word for the extra shape; textual inversion must find one).
     pair_sizes: name the sizes in two-object captions too.
     only_shapes: draw only these shapes (e.g. ("star",) for a textual-inversion set); () draws every shape.
+    style: the picture style, a key of ``STYLES`` ("light" background, or "dark"); never named in captions.
     """
 
     def __init__(self, *, size: int = 32, seed: int = 0, count: int = 10_000, objects: tuple[int, ...] = (1, 2),
                  held_out: frozenset[tuple[str, str]] = frozenset(), split: Split | str = Split.TRAIN,
                  extra_shapes: tuple[str, ...] = (), generic_extra: bool = False, pair_sizes: bool = False,
-                 only_shapes: tuple[str, ...] = (), generic_share: float = 0.0):
+                 only_shapes: tuple[str, ...] = (), generic_share: float = 0.0, style: str = "light"):
         if size not in IMAGE_SIZES:
             raise ValueError(f"image size must be one of {IMAGE_SIZES}, got {size}")
         if count < 1:
@@ -145,6 +146,9 @@ class ShapesWorld:
         if not 0.0 <= generic_share <= 1.0:
             raise ValueError(f"generic_share must be in [0, 1], got {generic_share}")
         self.generic_share = generic_share
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r} (known: {', '.join(STYLES)})")
+        self.style = style
         self._check_held_out()
 
     def _check_held_out(self) -> None:
@@ -201,7 +205,7 @@ class ShapesWorld:
     def _render(self, objs: tuple[ShapeObject, ...], relation: str | None, generic: list[bool]) -> ShapeSample:
         """Composite the objects' coverage over the background; masks are coverage >= 0.5."""
         hw = self.size
-        image = np.broadcast_to(np.array(BACKGROUND, np.float32), (hw, hw, 3)).copy()
+        image = np.broadcast_to(np.array(STYLES[self.style], np.float32), (hw, hw, 3)).copy()
         covers = [coverage(o.shape, tuple(v * hw for v in o.box), hw, hw) for o in objs]
         for o, a in zip(objs, covers):
             image = image * (1 - a[..., None]) + np.array(COLOURS[o.colour], np.float32) * a[..., None]

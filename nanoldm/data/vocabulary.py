@@ -32,6 +32,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 125, 20),
 }
 BACKGROUND = (240, 240, 240)
+# picture styles (never captioned): the background. "dark" is a style a base model never sees, for hypernetworks
+STYLES: dict[str, tuple[int, int, int]] = {"light": BACKGROUND, "dark": (28, 28, 36)}
 BASE_SHAPES = ("circle", "square", "triangle")
 EXTRA_SHAPES = ("star", "heart")
 SHAPES = BASE_SHAPES + EXTRA_SHAPES

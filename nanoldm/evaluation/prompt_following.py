@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from nanoldm.data.shapes import ShapesWorld, Split
 from nanoldm.data.vocabulary import GENERIC_NOUN
 from nanoldm.diffusion.denoiser import Conditioning
-from nanoldm.evaluation.shapes_judge import score
+from nanoldm.evaluation.shapes_judge import score, style_of
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.sampling import decode, denoise
@@ -32,7 +32,7 @@ from nanoldm.rng import ImageNoise
 from nanoldm.text.encode import encode_prompt_pair
 
 EVAL_SEED = 1_000_003  # the prompt set's world seed: never a training seed by accident
-ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count")
+ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count", "style")
 GROUPS = ("single", "pair", "held_out", "held_out_pair", "concept")
 
 
@@ -93,9 +93,10 @@ def generate_batch(pipe, prompts: list[str], seeds: list[int], *, negative_promp
 
 
 def evaluate(pipe, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int = 32, progress: bool = True,
-             extra_shapes: tuple[str, ...] = (), **sampling) -> dict:
+             extra_shapes: tuple[str, ...] = (), style: str | None = None, **sampling) -> dict:
     """Generate for every prompt and judge it. Returns {"groups": {group: {attribute: share right, "all": share
-    right on everything, "n": count}}, "images": [(EvalPrompt, PIL image, score dict)]}."""
+    right on everything, "n": count}}, "images": [(EvalPrompt, PIL image, score dict)]}. With ``style``, the
+    "style" column is the share of images drawn in it (``style_of``); it is not part of "all"."""
     results = []
     with tqdm(total=len(prompts), desc="eval", unit="image", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
@@ -103,7 +104,10 @@ def evaluate(pipe, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int 
             seeds = [seed + start + i for i in range(len(chunk))]
             images = generate_batch(pipe, [p.prompt for p in chunk], seeds, **sampling)
             for p, image in zip(chunk, images):
-                results.append((p, image, score(image, p.caption, shapes=extra_shapes)))
+                verdict = score(image, p.caption, shapes=extra_shapes)
+                if style is not None:
+                    verdict["style"] = style_of(image) == style
+                results.append((p, image, verdict))
             bar.update(len(chunk))
     return {"groups": summarise(results), "images": results}
 

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from nanoldm.data.shapes import coverage
-from nanoldm.data.vocabulary import (BASE_SHAPES, COLOURS, EXTRA_SHAPES, GENERIC_NOUN, RELATIONS, SIZES, Prompt,
-                                     parse_caption, position_of)
+from nanoldm.data.vocabulary import (BASE_SHAPES, COLOURS, EXTRA_SHAPES, GENERIC_NOUN, RELATIONS, SIZES, STYLES,
+                                     Prompt, parse_caption, position_of)
 
 FG_THRESHOLD = 80.0
 COLOUR_REJECT = 70.0
@@ -69,6 +69,13 @@ def judge(image, shapes: tuple[str, ...] = BASE_SHAPES, min_area: float = MIN_AR
     labels = _segment(rgb, bg, dist > FG_THRESHOLD, max(1.0, min_area * h * w))
     readings = [_read_object(rgb, bg, dist, labels, k, shapes) for k in range(1, labels.max() + 1)]
     return sorted(readings, key=lambda r: -r.area)
+
+
+def style_of(image) -> str:
+    """The picture style (``STYLES``) whose background is nearest the median of the border pixels."""
+    rgb = _as_array(image)
+    bg = np.median(np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]), axis=0)
+    return min(STYLES, key=lambda name: float(np.linalg.norm(bg - np.array(STYLES[name], np.float32))))
 
 
 def _as_array(image) -> np.ndarray:

@@ -194,3 +194,18 @@ def test_generic_share_renames_some_base_shapes_and_changes_no_pixel():
     assert 0.18 < renamed / total < 0.32
     with pytest.raises(ValueError, match="generic_share"):
         ShapesWorld(generic_share=2.0)
+
+
+def test_dark_style_changes_only_the_background_and_the_judge_sees_it():
+    from nanoldm.data.vocabulary import STYLES
+    from nanoldm.evaluation.shapes_judge import score, style_of
+
+    light, dark = ShapesWorld(count=40, seed=8), ShapesWorld(count=40, seed=8, style="dark")
+    for a, b in zip(light, dark):
+        assert a.caption == b.caption and np.array_equal(a.masks, b.masks)
+        outside = ~a.masks.any(0) & ~b.masks.any(0)  # pixels no object touches
+        assert (b.image[outside] == STYLES["dark"]).mean() > 0.9 and (a.image[outside] == STYLES["light"]).mean() > 0.9
+        assert style_of(a.pil()) == "light" and style_of(b.pil()) == "dark"
+        assert score(b.pil(), b.caption)["all_correct"]
+    with pytest.raises(ValueError, match="unknown style"):
+        ShapesWorld(style="sepia")

@@ -1,7 +1,6 @@
 """``nanoldm eval``'s parts: the fixed prompt set, batched generation equal to one-by-one txt2img, and the
 per-group summary, checked on the shapes world's own renders (which must score ~100%)."""
 import numpy as np
-import pytest
 
 from nanoldm.cli.__main__ import main
 from nanoldm.data.shapes import ShapesWorld, Split
@@ -95,3 +94,14 @@ def test_concept_prompts_name_the_shape_by_token_or_generic_word():
         assert a.caption == b.caption and parse_caption(a.caption).objects[0]["shape"] == "star"
         assert a.prompt == a.caption.replace(" star ", " <star> ")
         assert b.prompt == a.caption.replace(" star ", " shape ")
+
+
+def test_style_column_counts_images_in_that_style(monkeypatch):
+    """Generation replaced by the eval world's own renders in the dark style: all right, all dark."""
+    from nanoldm.evaluation import prompt_following
+
+    renders = {s.caption: s.pil() for s in ShapesWorld(seed=EVAL_SEED, count=6, objects=(1,), style="dark")}
+    monkeypatch.setattr(prompt_following, "generate_batch", lambda pipe, prompts, seeds, **kw: [renders[p] for p in prompts])
+    for style, share in (("dark", 1.0), ("light", 0.0)):
+        report = prompt_following.evaluate(None, eval_prompts(singles=6, pairs=0), style=style, progress=False)
+        assert report["groups"]["single"]["style"] == share and report["groups"]["single"]["all"] == 1.0
