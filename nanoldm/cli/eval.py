@@ -25,11 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also score one-object prompts of this shape, named by --token (default: 'shape')")
     p.add_argument("--token", default=None, help="the learned word for --concept, e.g. '<star>'")
     p.add_argument("--concept-count", type=int, default=48)
-    p.add_argument("--embeddings", default=None, metavar="DIR", help="textual-inversion embeddings to load")
+    p.add_argument("--embeddings", default=None, metavar="PATH",
+                   help="textual-inversion embeddings: a folder (A1111's: each file's stem is its token), or one file "
+                        "loaded under --token")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH", help="hypernetwork(s) to apply")
     p.add_argument("--hypernetwork-strength", type=float, default=1.0)
     p.add_argument("--style", default=None, choices=("light", "dark"),
                    help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
+    p.add_argument("--condition", default=None, metavar="PATH",
+                   help="a class or layout model's condition.safetensors: judge classes / boxes instead of prompts")
     p.add_argument("--sampler", default="Euler a")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=7.0)
@@ -49,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if args.token and not args.concept:
         raise ValueError("--token names a learned word for --concept: give --concept too")
     pipe = load_pipeline(args.model, device=args.device)
-    if args.embeddings:
+    sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
+    if args.condition or pipe.unet.cfg.in_channels != pipe.unet.cfg.out_channels:
+        return run_conditions(pipe, args, sampling)
+    if args.embeddings and Path(args.embeddings).is_file():  # one file: its vectors under --token
+        pipe.load_textual_inversion(args.embeddings, token=args.token)
+    elif args.embeddings:
         from nanoldm.finetune.textual_inversion import load_embeddings_dir
 
         load_embeddings_dir(pipe.model, args.embeddings)
@@ -68,6 +77,29 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report["groups"]))
     if args.out:
         write_report(report, args, Path(args.out))
+    return 0
+
+
+def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
+    """Class, layout and inpainting models: their own checks (:mod:`nanoldm.evaluation.conditions`)."""
+    from nanoldm.evaluation import conditions
+    from nanoldm.training.ldm_conditions import load_condition
+
+    if args.condition is None:
+        result = {"inpaint": conditions.evaluate_inpaint(pipe, count=args.singles // 3 or 1, seed=args.seed,
+                                                          **sampling)}
+    else:
+        module = load_condition(args.condition).to(pipe.device).eval()
+        if hasattr(module, "null_label"):
+            result = {"class": conditions.evaluate_class(pipe, module, seed=args.seed, **sampling)}
+        else:
+            result = {"layout": conditions.evaluate_layout(pipe, module, count=args.singles, seed=args.seed,
+                                                            **sampling)}
+    for kind, row in result.items():
+        print(f"{kind}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "report.json").write_text(json.dumps({"settings": sampling, **result}, indent=1))
     return 0
 
 

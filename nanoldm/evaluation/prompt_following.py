@@ -23,12 +23,9 @@ from tqdm.auto import tqdm
 
 from nanoldm.data.shapes import ShapesWorld, Split
 from nanoldm.data.vocabulary import GENERIC_NOUN
-from nanoldm.diffusion.denoiser import Conditioning
 from nanoldm.evaluation.shapes_judge import score, style_of
-from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.images import tensor_to_pil
-from nanoldm.pipelines.sampling import decode, denoise
-from nanoldm.rng import ImageNoise
+from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.text.encode import encode_prompt_pair
 
 EVAL_SEED = 1_000_003  # the prompt set's world seed: never a training seed by accident
@@ -77,19 +74,11 @@ def generate_batch(pipe, prompts: list[str], seeds: list[int], *, negative_promp
                    sampler: str = "Euler a", steps: int = 20, cfg_scale: float = 7.0) -> list:
     """One image per (prompt, seed), all in one batch (different prompts, unlike ``Pipeline.txt2img``).
     The images equal ``pipe.txt2img(prompt, seed=seed, ...)`` one by one. Returns PIL images."""
-    size = pipe.model.config.image_size
-    opts = GenerateOptions(prompt=prompts[0], negative_prompt=negative_prompt, sampler=sampler, steps=steps,
-                           cfg_scale=cfg_scale, seed=seeds[0], width=size, height=size, batch_size=len(prompts))
-    opts.validate(pipe.latent_factor)
-    f = pipe.latent_factor
-    noise = ImageNoise(seeds, (pipe.unet.cfg.out_channels, size // f, size // f), device=pipe.device,
-                       dtype=pipe.dtype)
     with torch.no_grad():
         cond, uncond = encode_prompt_pair(pipe.text_encoder, pipe.tokenizer, prompts,
                                           [negative_prompt] * len(prompts))
-    latents = denoise(pipe, opts, noise, Conditioning(context=cond, uncond_context=uncond, cfg_scale=cfg_scale),
-                      progress=False)
-    return tensor_to_pil(decode(pipe, latents))
+    return tensor_to_pil(sample_contexts(pipe, cond, uncond, seeds, sampler=sampler, steps=steps,
+                                         cfg_scale=cfg_scale))
 
 
 def evaluate(pipe, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int = 32, progress: bool = True,

@@ -80,3 +80,22 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> images in [-1, 1]. Shapes: (B, C, h, w) -> (B, 3, h*f, w*f)."""
     with torch.no_grad():
         return pipe.vae.decode(latents / pipe.model.config.vae.scale_factor)
+
+
+def sample_contexts(pipe, context: torch.Tensor, uncond_context: torch.Tensor | None, seeds: list[int], *,
+                    sampler: str = "Euler a", steps: int = 20, cfg_scale: float = 7.0) -> torch.Tensor:
+    """txt2img from ready contexts, one image per row and seed, at the model's native size: what prompts become
+    (``nanoldm eval`` batches many prompts) and what class and layout conditions give directly.
+
+    Shapes: context (B, L, D), uncond_context (B, L, D) or None -> images (B, 3, H, W) in [-1, 1].
+    """
+    size = pipe.model.config.image_size
+    opts = GenerateOptions(sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seeds[0], width=size,
+                           height=size, batch_size=len(seeds))
+    opts.validate(pipe.latent_factor)
+    f = pipe.latent_factor
+    noise = ImageNoise(seeds, (pipe.unet.cfg.out_channels, size // f, size // f), device=pipe.device,
+                       dtype=pipe.dtype)
+    cond = Conditioning(context=context.to(pipe.device, pipe.dtype), cfg_scale=cfg_scale,
+                        uncond_context=None if uncond_context is None else uncond_context.to(pipe.device, pipe.dtype))
+    return decode(pipe, denoise(pipe, opts, noise, cond, progress=False))

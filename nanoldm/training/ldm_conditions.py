@@ -226,13 +226,15 @@ def save_condition(module: torch.nn.Module, checkpoint: Path, path: Path) -> Non
 
 
 def load_condition(path: str | Path) -> torch.nn.Module:
-    """Rebuild a condition module written by :func:`save_condition`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Rebuild a condition module written by :func:`save_condition`; CheckpointError for any other file."""
+    from nanoldm.checkpoint.formats import CheckpointError, read_tensors
 
-    with safe_open(str(path), framework="pt") as f:
-        spec = json.loads(f.metadata()[CONDITION_META])
+    tensors, meta = read_tensors(path)
+    if CONDITION_META not in meta:
+        raise CheckpointError(f"{path}: not a condition module written by 'nanoldm train ldm --condition "
+                              f"class|layout' (no {CONDITION_META} metadata)")
+    spec = json.loads(meta[CONDITION_META])
     kind = spec.pop("kind")
     module = ClassEmbedding(**spec) if kind == "class" else LayoutEncoder(**spec)
-    module.load_state_dict(load_file(str(path)))
+    module.load_state_dict(tensors)
     return module

@@ -101,7 +101,8 @@ def test_style_column_counts_images_in_that_style(monkeypatch):
     from nanoldm.evaluation import prompt_following
 
     renders = {s.caption: s.pil() for s in ShapesWorld(seed=EVAL_SEED, count=6, objects=(1,), style="dark")}
-    monkeypatch.setattr(prompt_following, "generate_batch", lambda pipe, prompts, seeds, **kw: [renders[p] for p in prompts])
+    monkeypatch.setattr(prompt_following, "generate_batch",
+                        lambda pipe, prompts, seeds, **kw: [renders[p] for p in prompts])
     for style, share in (("dark", 1.0), ("light", 0.0)):
         report = prompt_following.evaluate(None, eval_prompts(singles=6, pairs=0), style=style, progress=False)
         assert report["groups"]["single"]["style"] == share and report["groups"]["single"]["all"] == 1.0

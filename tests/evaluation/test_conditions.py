@@ -1,0 +1,51 @@
+"""The class / layout / inpainting checks, run against the shapes world's own renders (which must pass) and
+against wrong answers (which must fail)."""
+import numpy as np
+import pytest
+import torch
+
+from nanoldm.data.shapes import ShapesWorld
+from nanoldm.evaluation import conditions
+from nanoldm.evaluation.prompt_following import EVAL_SEED
+
+
+def test_box_iou():
+    assert conditions.box_iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
+    assert conditions.box_iou((0, 0, 0.5, 1), (0.5, 0, 1, 1)) == 0.0
+    assert conditions.box_iou((0, 0, 0.5, 0.5), (0.25, 0.25, 0.75, 0.75)) == pytest.approx(1 / 7)
+
+
+def as_tensor(images):
+    return torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im in images])
+
+
+def test_layout_check_passes_the_worlds_renders_and_fails_shifted_ones(monkeypatch):
+    renders = [s.image for s in ShapesWorld(seed=EVAL_SEED, count=12)]
+    calls = iter(range(100))
+    monkeypatch.setattr(conditions, "sample_contexts",
+                        lambda pipe, c, u, seeds, **kw: as_tensor([renders[next(calls)]]))
+    condition = type("Fake", (), {"__call__": lambda self, c, b: None, "null": lambda self, n: None})()
+    result = conditions.evaluate_layout(None, condition, count=12)
+    assert result["placed"] == 1.0 and result["mean_iou"] > 0.8 and result["n"] >= 12
+    calls = iter(range(100))
+    shifted = [np.roll(im, 12, axis=1) for im in renders]
+    monkeypatch.setattr(conditions, "sample_contexts",
+                        lambda pipe, c, u, seeds, **kw: as_tensor([shifted[next(calls)]]))
+    assert conditions.evaluate_layout(None, condition, count=12)["placed"] < 0.5
+
+
+def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
+    class Echo:  # "repaints" by returning the image itself: nothing outside the mask changes
+        latent_factor = 4
+
+        def inpaint(self, image, mask, prompt, **kw):
+            return [image]
+
+    class Blank(Echo):  # paints everything grey
+        def inpaint(self, image, mask, prompt, **kw):
+            return [image.point(lambda v: 128)]
+
+    good = conditions.evaluate_inpaint(Echo(), count=4)
+    assert good["psnr_outside"] > 60 and good["all"] == 1.0
+    bad = conditions.evaluate_inpaint(Blank(), count=4)
+    assert bad["psnr_outside"] < 15 and bad["all"] == 0.0
