@@ -1,0 +1,43 @@
+"""Ship a `nanoldm train all` run as the built-in model: its model in float16 as nanoldm/assets/shapes.safetensors,
+and nanoldm/assets/shapes.json recording how it was made (command, seed, minutes per stage, machine, eval).
+
+    .venv/bin/python scripts/ship_builtin.py runs/shapes "nanoldm train all --out runs/shapes"
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from nanoldm.builtin import BUILTIN_MODEL, PROVENANCE
+from nanoldm.cli.__main__ import main as nanoldm
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def ship(run: Path, command: str) -> None:
+    stages = [json.loads(line) for line in (run / "stages.jsonl").read_text().splitlines()]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    if nanoldm(["convert", str(run / "model.safetensors"), str(BUILTIN_MODEL), "--to", "nanoldm", "--half",
+                "--overwrite"]) != 0:
+        sys.exit("conversion failed")
+    record = {
+        "command": command, "seed": 0, "machine": machine(),
+        "minutes": round(sum(s["seconds"] for s in stages) / 60, 1),
+        "stage_minutes": {s["stage"]: round(s["seconds"] / 60, 2) for s in stages},
+        "commands": (run / "commands.txt").read_text().splitlines(),
+        "eval": {"settings": report["settings"], "groups": report["groups"]},
+        "storage": "float16",
+    }
+    PROVENANCE.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {BUILTIN_MODEL} ({BUILTIN_MODEL.stat().st_size / 2**20:.1f} MB) and {PROVENANCE}")
+
+
+if __name__ == "__main__":
+    ship(Path(sys.argv[1]), sys.argv[2])
