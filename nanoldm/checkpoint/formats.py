@@ -113,6 +113,9 @@ class atomic_path:
             return
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(self.tmp, self.path)
 
 

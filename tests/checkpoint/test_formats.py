@@ -23,6 +23,18 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left behind
 
 
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        write_safetensors(tmp_path / "m.safetensors", {"w": torch.ones(2)})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
 def test_shared_storage_and_views_are_written(tmp_path):
     base = torch.arange(10.0)
     write_safetensors(tmp_path / "a.safetensors", {"a": base[:5], "b": base[5:], "t": base.reshape(2, 5).t()})
