@@ -52,7 +52,6 @@ def _common(p: argparse.ArgumentParser, *, default_out: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nanoldm.pipelines.images import load_image
-    from nanoldm.pipelines.infotext import save_png
     from nanoldm.pipelines.pipeline import load_pipeline
 
     pipe = load_pipeline(args.model, device=args.device)
@@ -73,13 +72,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         mask = load_image(args.mask)
         images = pipe.inpaint(load_image(args.image), mask, args.prompt, strength=args.strength, **options)
-    out = Path(args.out)
+    save_images(images, Path(args.out))
+    return 0
+
+
+def save_images(images: list, out: Path) -> None:
+    """Write each image (PIL, with ``info["seed"]`` and ``info["parameters"]``) as a new PNG in ``out``."""
+    from nanoldm.pipelines.infotext import save_png
+
     out.mkdir(parents=True, exist_ok=True)
     for image in images:
         path = _next_free(out, image.info["seed"])
         save_png(image, path, image.info["parameters"])
         print(path)
-    return 0
 
 
 def _next_free(folder: Path, seed: int) -> Path:

@@ -30,9 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.cli.generate import _next_free
+    from nanoldm.cli.generate import save_images
     from nanoldm.pipelines.conditioned import sample_condition
-    from nanoldm.pipelines.infotext import save_png
     from nanoldm.pipelines.pipeline import load_pipeline
     from nanoldm.training.ldm_conditions import load_condition
 
@@ -45,10 +44,5 @@ def run(args: argparse.Namespace) -> int:
     images = sample_condition(pipe, condition, args.label if args.label is not None else args.layout,
                               seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
                               cfg_scale=args.cfg_scale)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for image in images:
-        path = _next_free(out, image.info["seed"])
-        save_png(image, path, image.info["parameters"])
-        print(path)
+    save_images(images, Path(args.out))
     return 0

@@ -40,7 +40,7 @@ from nanoldm.finetune.embedding_files import Embedding, write_a1111_pt, write_a1
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
-from nanoldm.training.ldm import LDMTask, add_latent_arguments, freeze, load_data
+from nanoldm.training.ldm import LDMTask, add_base_model_argument, add_latent_arguments, freeze, load_data
 
 DIFFUSERS_FILE = "learned_embeds.safetensors"
 
@@ -173,8 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("embedding", help="a textual-inversion embedding: new token vectors for a frozen model")
     add_data_arguments(p, count=100, size=None)
-    p.add_argument("--model", default=None, help="the base model (any format load_model reads; default: the "
-                                                 "built-in shapes model)")
+    add_base_model_argument(p, role="only the new token's vectors train")
     p.add_argument("--token", required=True, help='the new word, e.g. "<cat-toy>"')
     p.add_argument("--init-word", required=True, help="text whose token embeddings start the vectors; replaced "
                                                       "by the token in the captions")

@@ -28,7 +28,7 @@ from nanoldm.data.latents import LatentCache
 from nanoldm.finetune.hypernetwork import (WEIGHT_INITS, Hypernetwork, HypernetworkOptions, apply_hypernetworks,
                                            default_widths, remove_hypernetworks)
 from nanoldm.model import LatentDiffusion
-from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, add_latent_arguments, freeze
+from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, add_base_model_argument, add_latent_arguments, freeze
 
 
 class HypernetworkTask(LDMTask):
@@ -87,8 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("hypernetwork", help="an A1111 hypernetwork on a frozen model (writes OUT/NAME.pt)")
     add_data_arguments(p, count=2000, size=None)
-    p.add_argument("--model", default=None, help="the base model (our .safetensors, an SD 1.x file, a diffusers "
-                                                 "folder; default: the built-in shapes model); it stays frozen")
+    add_base_model_argument(p, role="it stays frozen")
     p.add_argument("--name", required=True, help="the hypernetwork's name (and file name); <hypernet:NAME:1> uses it")
     p.add_argument("--layer-structure", default="1,2,1", help="MLP widths as multiples of the context width")
     p.add_argument("--activation", default="linear", metavar="NAME",

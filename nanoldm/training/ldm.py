@@ -192,6 +192,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def add_base_model_argument(p: argparse.ArgumentParser, *, role: str) -> None:
+    """``--model``, defaulting to the built-in shapes model, for finetuning trainers."""
+    p.add_argument("--model", default=None, help=f"the base model: our .safetensors, an SD 1.x file or a diffusers "
+                                                 f"folder (default: the built-in shapes model); {role}")
+
+
 def add_latent_arguments(p: argparse.ArgumentParser, *, cond_drop: float) -> None:
     """The options of every trainer on a frozen VAE's latent cache (ldm, embedding, hypernetwork)."""
     p.add_argument("--cond-drop", type=float, default=cond_drop, help="probability of training on the empty prompt")
