@@ -6,8 +6,9 @@
   of its colour and shape whose box overlaps it most, and counts as placed when that box's IoU with the
   layout's box is at least 0.5;
 - mask (an inpainting model): in images of the eval world one object's mask is repainted from the caption; the
-  PSNR of the pixels the mask leaves alone (outside the latent cells it touches) against the original, and
-  whether the judge finds the whole caption right in the result.
+  PSNR of the pixels the mask leaves alone (outside the latent cells it touches) against the original, measured
+  on what the model decodes (no pasting back of the original, ``overlay=False``), and whether the judge finds
+  the whole caption right in the result.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def evaluate_inpaint(pipe, *, count: int = 32, seed: int = 0, steps: int = 20, c
         keep = (touched[0, 0] < 0.5).numpy() & (mask[0, 0] < 0.5).numpy()
         mask_image = Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8))
         out = pipe.inpaint(sample.pil(), mask_image, sample.caption, seed=seed + i, steps=steps,
-                           cfg_scale=cfg_scale, sampler=sampler, progress=False)[0]
+                           cfg_scale=cfg_scale, sampler=sampler, overlay=False, progress=False)[0]
         diff = np.asarray(out, dtype=np.float64)[keep] - sample.image[keep].astype(np.float64)
         psnrs.append(10 * np.log10(255.0 ** 2 / max(float((diff ** 2).mean()), 1e-10)) if keep.any() else np.nan)
         right.append(score(out, sample.caption)["all_correct"])

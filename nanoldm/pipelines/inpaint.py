@@ -3,7 +3,8 @@
 - Inpainting models (UNet input = latent + 1 mask channel + masked-image latent, 9 channels for SD): the mask and
   the masked image's latent are concatenated to the UNet input at every step (Rombach et al. 2022).
 - Ordinary models: the known region is re-imposed from the noised original at every step (``KnownRegion``).
-Either way the original pixels outside the mask are pasted back over the decoded result.
+Either way the original pixels outside the mask are pasted back over the decoded result (``overlay``, as A1111 and
+diffusers do by default); ``overlay=False`` returns what the model itself decoded, everywhere.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from nanoldm.pipelines.sampling import conditioning, decode, denoise
 from nanoldm.rng import ImageNoise
 
 
-def inpaint(pipe, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *, progress: bool = True):
+def inpaint(pipe, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *, progress: bool = True,
+            overlay: bool = True):
     """``images`` (1, 3, H, W) in [-1, 1]; ``mask`` (1, 1, H, W), 1 = repaint. Returns (images, seeds)."""
     if mask.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
@@ -45,4 +47,4 @@ def inpaint(pipe, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOption
                           repaint_mask=latent_mask, progress=progress)
         latents = latent_mask * latents + (1 - latent_mask) * init
     out = decode(pipe, latents)
-    return mask * out + (1 - mask) * images, seeds
+    return (mask * out + (1 - mask) * images if overlay else out), seeds

@@ -55,7 +55,8 @@ class Pipeline:
         return self._finish(images, seeds, opts, opts.strength)
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative_prompt: str = "", *,
-                strength: float = 1.0, progress: bool = True, **options) -> list[Image.Image]:
+                strength: float = 1.0, overlay: bool = True, progress: bool = True, **options) -> list[Image.Image]:
+        """``overlay``: paste the original pixels back outside the mask (False: the model's own decoding)."""
         if mask.size != image.size:
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
                              f"{image.size[0]}x{image.size[1]}: they must be the same size")
@@ -64,7 +65,7 @@ class Pipeline:
         size = (opts.width, opts.height)
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             images, seeds = inpaint(self, pil_to_tensor([image], size), mask_to_tensor(mask, size),
-                                    dataclasses.replace(opts, prompt=text), progress=progress)
+                                    dataclasses.replace(opts, prompt=text), progress=progress, overlay=overlay)
         return self._finish(images, seeds, opts, opts.strength)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):

@@ -39,6 +39,7 @@ def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
         latent_factor = 4
 
         def inpaint(self, image, mask, prompt, **kw):
+            assert kw["overlay"] is False  # the model's own pixels are measured, not the pasted original
             return [image]
 
     class Blank(Echo):  # paints everything grey

@@ -39,6 +39,16 @@ def test_unmasked_region_is_kept_and_masked_region_regenerated(cfg, sampler, ima
     assert "Denoising strength: " in out.info["parameters"]
 
 
+def test_without_overlay_the_model_decodes_every_pixel(image_and_mask):
+    image, mask = image_and_mask
+    pipe = pipeline(ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT))
+    kept, raw = (pipe.inpaint(image, mask, "a square", seed=1, steps=3, overlay=o, progress=False)[0]
+                 for o in (True, False))
+    got, m = np.asarray(raw), np.asarray(mask) > 0
+    assert np.array_equal(got[m], np.asarray(kept)[m])  # the same generation inside the mask
+    assert not np.array_equal(got[~m], np.asarray(image)[~m])  # outside it: the model's own (VAE) pixels
+
+
 def test_strength_zero_runs_no_step(image_and_mask):
     """Nothing is sampled: inside the mask comes the VAE round trip of the image (one posterior draw)."""
     from nanoldm.pipelines.images import pil_to_tensor, tensor_to_pil
