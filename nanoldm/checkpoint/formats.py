@@ -63,15 +63,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+def load_pickle(path: str | Path, *, what: str = "checkpoint", allow: tuple[type, ...] = ()):
+    """The object in a ``.ckpt``/``.pt`` file, loaded ONLY with ``torch.load(weights_only=True)`` (plain
+    containers, numbers, strings and tensors; ``allow`` adds classes that are rebuilt from their state, never
+    run). A pickle that would run code is refused with a CheckpointError naming the file; so is a broken one."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message is long advice; the reason is the first sentence after "WeightsUnpickler error:"
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0][:200]
         raise CheckpointError(
             f"{path}: refused: its pickle asks to run code beyond plain tensors, which weights-only "
-            f"loading never executes ({_one_line(e)[:200]})") from None
+            f"loading never executes ({reason})") from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_one_line(e)[:200]})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt {what} ({_one_line(e)[:200]})") from None
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    obj = load_pickle(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -22,13 +22,12 @@ stem. (A1111 itself names the token after the file stem: see ``load_embeddings_d
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nanoldm.checkpoint.formats import CheckpointError, atomic_path, read_tensors, write_safetensors
+from nanoldm.checkpoint.formats import CheckpointError, atomic_path, load_pickle, read_tensors, write_safetensors
 
 __all__ = ["Embedding", "read_embedding", "write_a1111_pt", "write_a1111_safetensors", "write_diffusers",
            "EMBEDDING_SUFFIXES", "A1111_KEY"]
@@ -79,14 +78,8 @@ def read_embedding(path: str | Path) -> Embedding:
 
 
 def _load_pickle(path: Path):
-    try:
-        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: its pickle asks to run code beyond plain tensors, which "
-                              f"weights-only loading never executes ({_one_line(e)[:200]})") from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt embedding file ({_one_line(e)[:200]})") from None
+    # torch 1.11-era A1111 files hold a ParameterDict: rebuilt from its state, no code from the file runs
+    return load_pickle(path, what="embedding file", allow=(torch.nn.ParameterDict,))
 
 
 def _parse(data, path: Path) -> tuple[str | None, torch.Tensor, dict]:
@@ -150,8 +143,3 @@ def _plain(vectors: torch.Tensor) -> torch.Tensor:
 
 def _str_or_none(x) -> str | None:
     return None if x is None else str(x)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-

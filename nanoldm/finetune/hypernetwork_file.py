@@ -21,13 +21,12 @@ option key above as JSON in the metadata.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from pathlib import Path
 
 import torch
 
-from nanoldm.checkpoint.formats import CheckpointError, atomic_path, read_tensors, write_safetensors
+from nanoldm.checkpoint.formats import CheckpointError, atomic_path, load_pickle, read_tensors, write_safetensors
 from nanoldm.finetune.hypernetwork import Hypernetwork, HypernetworkOptions
 
 __all__ = ["load_hypernetwork", "save_hypernetwork", "hypernetwork_to_dict", "hypernetwork_from_dict"]
@@ -122,14 +121,7 @@ def hypernetwork_from_dict(d: dict, *, default_name: str = "") -> Hypernetwork:
 
 
 def _read_pt(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0][:200]
-        raise CheckpointError(f"{path}: refused by weights-only loading ({detail}): the file is corrupt or its pickle "
-                              "would run code, which is never executed") from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt file ({' '.join(str(e).split())[:200]})") from None
+    obj = load_pickle(path, what="hypernetwork file")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not an A1111 hypernetwork dict")
     return obj
