@@ -66,7 +66,8 @@ class TrainConfig:
 
 class Task(Protocol):
     """What a trainer provides. Optional: ``parameters()`` (default: all params of ``modules()`` that require
-    grad) and ``sample(step) -> PIL.Image`` (a grid drawn with the EMA weights every ``sample_every`` steps)."""
+    grad), ``sample(step) -> PIL.Image`` (a grid drawn with the EMA weights every ``sample_every`` steps) and
+    ``set_step(step)`` (called before each step, for losses that change with it)."""
 
     def modules(self) -> dict[str, torch.nn.Module]: ...
     def num_examples(self) -> int: ...
@@ -196,6 +197,8 @@ def _one_step(run: _Run) -> tuple[float, float]:
     local = micro // run.world                 # this rank's share of it
     device = run.params[0].device
     total = 0.0
+    if hasattr(task, "set_step"):  # tasks whose loss changes with the step (e.g. a discriminator's start)
+        task.set_step(run.step)
     for m in range(cfg.grad_accum):
         batch = task.batch(run.order.indices(run.examples + m * micro + run.rank * local, local))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -1,9 +1,10 @@
 """``nanoldm train vae``: train the autoencoder (a VAE, or with ``--plain-ae`` a plain AE) from scratch.
 
 Loss per step (Rombach et al. 2022, sec. 3.1 and app. G; CompVis ``LPIPSWithDiscriminator`` without the
-perceptual and adversarial terms)::
+perceptual term)::
 
     loss = mean_pixels |x - x_hat|^p  +  kl_weight * KL(q(z|x) || N(0, I)) / (3 * H * W)
+           [ + disc_weight * (-mean D(x_hat)) + hinge loss of D ]     from step --disc-start, with --disc-weight > 0
 
 ``p`` is 1 (``--loss l1``) or 2 (``l2``). The KL is summed over latent dimensions and divided by the number of
 pixel values, so ``kl_weight`` means what LDM's ``kl_weight`` means (LDM sums both terms over elements; we
@@ -17,7 +18,13 @@ Output: ``OUT/vae.safetensors`` (:func:`save_vae` / :func:`load_vae`): the state
 ``AutoencoderConfig`` as JSON in the metadata, and in it the latent ``scale_factor`` = 1 / std of posterior
 samples over the training data, as LDM computes it, so ``scale_factor * z`` has unit variance for diffusion.
 With ``--compare-ae AE`` (a ``vae.safetensors`` trained with ``--plain-ae``) it also writes
-``OUT/latent_samples.png`` (:func:`sampleability_picture`). Not done: the patch discriminator.
+``OUT/latent_samples.png`` (:func:`sampleability_picture`).
+
+The patch discriminator (:mod:`nanoldm.autoencoder.discriminator`) trains beside the autoencoder in the same
+optimizer step: the autoencoder's adversarial term sees the discriminator's weights detached and the
+discriminator's hinge loss sees the reconstructions detached, so each term moves only its own network. Before
+``--disc-start`` both terms are off (the autoencoder first learns to reconstruct). The discriminator is part of
+the training checkpoint (exact resume), not of ``vae.safetensors``.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from nanoldm.autoencoder.autoencoder import AutoencoderKL
+from nanoldm.autoencoder.discriminator import PatchDiscriminator
 from nanoldm.checkpoint.formats import CheckpointError, read_tensors, write_safetensors
 from nanoldm.config import SHAPES_TINY, AutoencoderConfig, ModelConfig
 from nanoldm.pipelines.images import tensor_to_pil
@@ -88,14 +96,20 @@ class VAETask:
     """The loop's :class:`~nanoldm.training.loop.Task` for an autoencoder. Shapes: images (N, 3, H, W)."""
 
     def __init__(self, vae: AutoencoderKL, images: torch.Tensor, held_out: torch.Tensor, *,
-                 loss: str = "l1", kl_weight: float = 1e-6):
+                 loss: str = "l1", kl_weight: float = 1e-6, disc_weight: float = 0.0, disc_start: int = 0):
         if loss not in LOSSES:
             raise ValueError(f"unknown reconstruction loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.vae, self.images, self.held_out = vae, images, held_out
         self.loss_kind, self.kl_weight = loss, kl_weight
+        self.disc_weight, self.disc_start, self.step = disc_weight, disc_start, 0
+        self.discriminator = PatchDiscriminator() if disc_weight > 0 else None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"vae": self.vae}
+        return {"vae": self.vae, **({"discriminator": self.discriminator} if self.discriminator else {})}
+
+    def set_step(self, step: int) -> None:
+        """The loop tells the task its step before each one (the discriminator starts at ``disc_start``)."""
+        self.step = step
 
     def num_examples(self) -> int:
         return len(self.images)
@@ -111,7 +125,12 @@ class VAETask:
         x_hat, posterior = self.vae(x, generator)
         rec = F.l1_loss(x_hat, x) if self.loss_kind == "l1" else F.mse_loss(x_hat, x)
         kl = posterior.kl().mean() / x[0].numel()
-        return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+        terms = {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+        if self.discriminator is not None and self.step >= self.disc_start:
+            terms["g_adv"] = self.discriminator.generator_loss(x_hat)
+            terms["d_loss"] = self.discriminator.discriminator_loss(x, x_hat)
+            terms["loss"] = terms["loss"] + self.disc_weight * terms["g_adv"] + terms["d_loss"]
+        return terms
 
     def sample(self, step: int) -> Image.Image:
         """Held-out originals (top row) over their reconstructions (bottom row)."""
@@ -206,6 +225,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(p, count=2000)
     p.add_argument("--plain-ae", action="store_true", help="a plain autoencoder: no sampling, no KL")
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--disc-weight", type=float, default=0.0,
+                   help="weight of the patch discriminator's adversarial term (0: no discriminator)")
+    p.add_argument("--disc-start", type=int, default=0, help="step from which the discriminator trains")
     p.add_argument("--loss", default="l1", help="reconstruction loss: l1 or l2")
     p.add_argument("--base-channels", type=int, default=None, help="default: the shapes_tiny preset's")
     p.add_argument("--channel-mult", default=None, help="e.g. 1,2,4 (downsampling factor 4)")
@@ -238,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     images, held_out = load_data(args.data, size=args.size, count=args.count, seed=args.seed)
     torch.manual_seed(cfg.seed)
     task = VAETask(AutoencoderKL(autoencoder_config(args)), images, held_out, loss=args.loss,
-                   kl_weight=args.kl_weight)
+                   kl_weight=args.kl_weight, disc_weight=args.disc_weight, disc_start=args.disc_start)
     result = train(task, cfg, resume=args.resume)
     vae = finish(task, cfg, result.step)
     print(f"held-out PSNR {psnr(vae, held_out):.2f} dB over {len(held_out)} images; "
