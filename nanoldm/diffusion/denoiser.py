@@ -12,7 +12,7 @@ Classifier-free guidance (Ho & Salimans 2022) is applied here, on the model outp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,14 @@ class Conditioning:
     cfg_scale: float = 1.0
     concat: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
+    _pair: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def guided_context(self) -> torch.Tensor:
+        """[uncond; cond] for one guided UNet call, built once: the same tensor every step, so cross-attention
+        can keep its keys and values (:class:`~nanoldm.layers.attention.Attention`). Shapes: -> (2B, L, D)."""
+        if self._pair is None or self._pair.shape[0] != 2 * self.context.shape[0]:
+            self._pair = torch.cat([self.uncond_context, self.context])
+        return self._pair
 
     @property
     def guided(self) -> bool:
@@ -85,7 +93,7 @@ class Denoiser:
                 f"{tuple(cond.uncond_context.shape)} and {tuple(cond.context.shape)}: pad the shorter prompt "
                 f"to the same number of tokens")
         labels = cond.class_labels
-        out = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]), torch.cat([cond.uncond_context, cond.context]),
+        out = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]), cond.guided_context(),
                         class_labels=None if labels is None else torch.cat([labels, labels]))  # (2B, C, h, w)
         uncond, conditioned = out.chunk(2)
         return uncond + cond.cfg_scale * (conditioned - uncond)
