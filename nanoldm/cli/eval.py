@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise ValueError("no prompts to evaluate: every group has a count of 0")
     report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size, extra_shapes=judged, style=args.style,
-                      sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
+                      **sampling)
     print(format_table(report["groups"]))
     if args.out:
         write_report(report, args, Path(args.out))
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
     """Class, layout and inpainting models: their own checks (:mod:`nanoldm.evaluation.conditions`)."""
+    from nanoldm.conditioning import ClassEmbedding
     from nanoldm.evaluation import conditions
     from nanoldm.training.ldm_conditions import load_condition
 
@@ -90,7 +91,7 @@ def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
                                                           **sampling)}
     else:
         module = load_condition(args.condition).to(pipe.device).eval()
-        if hasattr(module, "null_label"):
+        if isinstance(module, ClassEmbedding):
             result = {"class": conditions.evaluate_class(pipe, module, seed=args.seed, **sampling)}
         else:
             result = {"layout": conditions.evaluate_layout(pipe, module, count=args.singles, seed=args.seed,

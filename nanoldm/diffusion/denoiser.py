@@ -34,14 +34,14 @@ class Conditioning:
     cfg_scale: float = 1.0
     concat: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
-    _pair: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _pair: tuple | None = field(default=None, init=False, repr=False)  # (uncond, context, [uncond; context])
 
     def guided_context(self) -> torch.Tensor:
         """[uncond; cond] for one guided UNet call, built once: the same tensor every step, so cross-attention
         can keep its keys and values (:class:`~nanoldm.layers.attention.Attention`). Shapes: -> (2B, L, D)."""
-        if self._pair is None or self._pair.shape[0] != 2 * self.context.shape[0]:
-            self._pair = torch.cat([self.uncond_context, self.context])
-        return self._pair
+        if self._pair is None or self._pair[0] is not self.uncond_context or self._pair[1] is not self.context:
+            self._pair = (self.uncond_context, self.context, torch.cat([self.uncond_context, self.context]))
+        return self._pair[2]
 
     @property
     def guided(self) -> bool:

@@ -1,7 +1,7 @@
 """Prompt following on the shapes world: generate for a fixed prompt set and let the judge score every image.
 
 The prompt set (``eval_prompts``) is drawn from the shapes world itself with its own seed, so prompts read exactly
-like training captions, in three groups:
+like training captions, in these groups:
 
 - ``single``: one object, named with size, colour, shape and position ("a small red circle at the top left");
 - ``pair``: two objects and their relation ("a blue square left of a yellow triangle");
