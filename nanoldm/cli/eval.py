@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also score one-object prompts of this shape, named by --token (default: 'shape')")
     p.add_argument("--token", default=None, help="the learned word for --concept, e.g. '<star>'")
     p.add_argument("--concept-count", type=int, default=48)
+    p.add_argument("--concept-sizes", default="",
+                   help="only these sizes in the concept prompts, e.g. 'large' (default: every size)")
     p.add_argument("--embeddings", default=None, metavar="PATH",
                    help="textual-inversion embeddings: a folder (A1111's: each file's stem is its token), or one file "
                         "loaded under --token")
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.data.vocabulary import parse_combinations
+    from nanoldm.data.vocabulary import parse_combinations, parse_names
     from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_table
     from nanoldm.pipelines.pipeline import load_pipeline
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = eval_prompts(singles=args.singles, pairs=args.pairs, held_out=parse_combinations(args.held_out),
                            held_out_count=args.held_out_count, extra_shapes=extra,
                            concept=args.concept, token=args.token, concept_count=args.concept_count,
+                           concept_sizes=parse_names(args.concept_sizes),
                            size=32 if size <= 32 else 64)
     if not prompts:
         raise ValueError("no prompts to evaluate: every group has a count of 0")
@@ -109,7 +112,7 @@ def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("model", "sampler", "steps", "cfg_scale", "seed", "held_out", "concept",
-                                              "token", "embeddings", "hypernetwork", "hypernetwork_strength",
+                                              "concept_sizes", "token", "embeddings", "hypernetwork", "hypernetwork_strength",
                                               "style")}
     per_image = [{"prompt": p.prompt, "judged_as": p.caption, "group": p.group, "all_correct": s["all_correct"],
                   **{k: v for k, v in s.items() if isinstance(v, bool)}} for p, _, s in report["images"]]

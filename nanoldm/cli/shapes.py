@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--generic-share", type=float, default=0.0,
                    help="share of the other shapes also captioned 'shape', so that the word means any shape")
     e.add_argument("--style", default="light", help="picture style: light (the default) or dark background")
+    e.add_argument("--extra-weight", type=float, default=1.0,
+                   help="how often an extra shape is drawn relative to a base shape (default 1: as often)")
+    e.add_argument("--sizes", default="", help="draw only these sizes, e.g. 'large' (default: every size)")
     e.add_argument("--pair-sizes", action="store_true", help="name sizes in two-object captions too")
     e.add_argument("--uncaptioned", type=float, default=0.0,
                    help="share of the images (the last ones) written without a caption, for 'nanoldm caption'")
@@ -33,14 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nanoldm.data.export import export_shapes
     from nanoldm.data.shapes import ShapesWorld
-    from nanoldm.data.vocabulary import parse_combinations
+    from nanoldm.data.vocabulary import parse_combinations, parse_names
 
     world = ShapesWorld(size=args.size, seed=args.seed, count=args.count, objects=_int_list(args.objects),
                         held_out=parse_combinations(args.held_out), split=args.split,
-                        extra_shapes=tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip()),
+                        extra_shapes=parse_names(args.extra_shapes),
                         generic_extra=args.generic_extra, pair_sizes=args.pair_sizes,
-                        only_shapes=tuple(s.strip() for s in args.only_shapes.split(",") if s.strip()),
-                        generic_share=args.generic_share, style=args.style)
+                        only_shapes=parse_names(args.only_shapes), generic_share=args.generic_share,
+                        style=args.style, extra_weight=args.extra_weight, sizes=parse_names(args.sizes))
     out = export_shapes(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
     print(f"wrote {len(world)} images ({args.size}x{args.size}) with captions and metadata.jsonl to {out}")
     return 0
@@ -51,3 +54,4 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"--objects must be '1', '2' or '1,2', got {text!r}") from None
+

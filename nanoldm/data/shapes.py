@@ -119,12 +119,17 @@ class ShapesWorld:
     pair_sizes: name the sizes in two-object captions too.
     only_shapes: draw only these shapes (e.g. ("star",) for a textual-inversion set); () draws every shape.
     style: the picture style, a key of ``STYLES`` ("light" background, or "dark"); never named in captions.
+    extra_weight: how often each extra shape is drawn relative to a base shape (1: as often). With
+    ``generic_extra``, ``extra_weight == generic_share`` makes "shape" name every shape equally often, so a
+    model drawing "a red shape" picks among them at chance.
+    sizes: draw only these sizes (e.g. ("large",)); () draws every size.
     """
 
     def __init__(self, *, size: int = 32, seed: int = 0, count: int = 10_000, objects: tuple[int, ...] = (1, 2),
                  held_out: frozenset[tuple[str, str]] = frozenset(), split: Split | str = Split.TRAIN,
                  extra_shapes: tuple[str, ...] = (), generic_extra: bool = False, pair_sizes: bool = False,
-                 only_shapes: tuple[str, ...] = (), generic_share: float = 0.0, style: str = "light"):
+                 only_shapes: tuple[str, ...] = (), generic_share: float = 0.0, style: str = "light",
+                 extra_weight: float = 1.0, sizes: tuple[str, ...] = ()):
         if size not in IMAGE_SIZES:
             raise ValueError(f"image size must be one of {IMAGE_SIZES}, got {size}")
         if count < 1:
@@ -149,6 +154,12 @@ class ShapesWorld:
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r} (known: {', '.join(STYLES)})")
         self.style = style
+        if extra_weight <= 0:
+            raise ValueError(f"extra_weight must be positive, got {extra_weight}")
+        self.extra_weight = float(extra_weight)
+        if any(z not in SIZES for z in sizes):
+            raise ValueError(f"sizes {tuple(sizes)} must be among {tuple(SIZES)}")
+        self.sizes = tuple(sizes) or tuple(SIZES)
         self._check_held_out()
 
     def _check_held_out(self) -> None:
@@ -177,7 +188,7 @@ class ShapesWorld:
         rng = np.random.default_rng([self.seed, list(Split).index(self.split), i])
         n = int(rng.choice(self.objects))
         combos = self._draw_combos(rng, n)
-        sizes = [str(rng.choice(list(SIZES))) for _ in range(n)]
+        sizes = [str(rng.choice(list(self.sizes))) for _ in range(n)]
         scale = [SIZES[s] * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER)) for s in sizes]
         if n == 1:
             relation, centres = None, [_place_one(rng, scale[0])]
@@ -196,7 +207,11 @@ class ShapesWorld:
         """(colour, shape) per object, honouring the split's hold-outs."""
         all_combos = [(c, s) for s in self.drawn for c in COLOURS]
         allowed = [c for c in all_combos if c not in self.held_out]
-        combos = [allowed[rng.integers(len(allowed))] for _ in range(n)]
+        if self.extra_weight == 1.0 or all(s in BASE_SHAPES for _, s in allowed):
+            combos = [allowed[rng.integers(len(allowed))] for _ in range(n)]
+        else:
+            weights = np.array([1.0 if s in BASE_SHAPES else self.extra_weight for _, s in allowed])
+            combos = [allowed[i] for i in rng.choice(len(allowed), size=n, p=weights / weights.sum())]
         if self.split is Split.HELD_OUT:
             held = sorted(self.held_out)
             combos[rng.integers(n)] = held[rng.integers(len(held))]

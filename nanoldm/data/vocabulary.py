@@ -151,3 +151,8 @@ def parse_combinations(text: str) -> frozenset[tuple[str, str]]:
                              f"in {', '.join(COLOURS)} and a shape in {', '.join(SHAPES)}")
         combos.add((words[0], words[1]))
     return frozenset(combos)
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """``"star, heart"`` -> ("star", "heart"); ``""`` -> (): a comma-separated list from the command line."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())

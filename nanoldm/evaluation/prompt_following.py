@@ -46,11 +46,11 @@ class EvalPrompt:
 
 def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tuple[str, str]] = frozenset(),
                  held_out_count: int = 48, extra_shapes: tuple[str, ...] = (), concept: str | None = None,
-                 token: str | None = None, concept_count: int = 48, seed: int = EVAL_SEED,
-                 size: int = 32) -> list[EvalPrompt]:
+                 token: str | None = None, concept_count: int = 48, concept_sizes: tuple[str, ...] = (),
+                 seed: int = EVAL_SEED, size: int = 32) -> list[EvalPrompt]:
     """The fixed prompt set: ``singles`` one-object and ``pairs`` two-object prompts free of hold-outs, then (with
     ``held_out``) ``held_out_count`` prompts of each held-out group, then (with ``concept``) ``concept_count``
-    prompts naming that shape by ``token`` (default: the generic noun)."""
+    prompts naming that shape by ``token`` (default: the generic noun), of the ``concept_sizes`` only if given."""
     def captions(count: int, objects: tuple[int, ...], split: Split, **world) -> list[str]:
         if count < 1:
             return []
@@ -64,7 +64,8 @@ def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tupl
         prompts += [EvalPrompt(c, "held_out") for c in captions(held_out_count, (1,), Split.HELD_OUT)]
         prompts += [EvalPrompt(c, "held_out_pair") for c in captions(held_out_count, (2,), Split.HELD_OUT)]
     if concept:
-        truths = captions(concept_count, (1,), Split.TRAIN, extra_shapes=(concept,), only_shapes=(concept,))
+        truths = captions(concept_count, (1,), Split.TRAIN, extra_shapes=(concept,), only_shapes=(concept,),
+                          sizes=tuple(concept_sizes))
         word = token or GENERIC_NOUN
         prompts += [EvalPrompt(t.replace(f" {concept} ", f" {word} "), "concept", t) for t in truths]
     return prompts

@@ -3,15 +3,19 @@
 1. ``data``: the shapes world exported as a user's folder would look (``nanoldm shapes export``), with the
    held-out combinations never drawn and the last ``--uncaptioned`` share of the images left without captions.
    ``--generic-shape star`` (the default) also draws stars but captions them only "shape" ("a red shape at the
-   top left"), a word also used for a quarter of the other shapes: the model learns to draw stars without a
-   word for them, which textual inversion then finds;
+   top left"). The word is also used for a ``--generic-share`` of the other shapes, and stars are drawn that
+   much less often than each of them, so "shape" names every shape equally often: the model learns to draw
+   stars without a word for them, which textual inversion then finds. ``--vae-style dark`` also exports
+   images in that style, seen by the VAE only: the LDM never draws it, a hypernetwork can learn it;
 2. ``clip``: a small CLIP trained on the captioned images (``nanoldm train clip``);
 3. ``caption``: that CLIP captions the uncaptioned images (``nanoldm caption``; the export kept their true
    captions aside, so the rate of right captions is printed);
 4. ``vae``: the autoencoder (``nanoldm train vae``);
 5. ``base``: VAE + CLIP's text tower + a fresh UNet of the ``shapes_tiny`` preset, written as one model file;
 6. ``ldm``: the text-conditioned UNet on the now fully captioned folder (``nanoldm train ldm``);
-7. ``eval``: prompt following, judged (``nanoldm eval``), written to ``OUT/eval/report.json``.
+7. ``eval``: prompt following, judged (``nanoldm eval``), written to ``OUT/eval/report.json``; with a generic
+   shape, also the baseline for textual inversion: large ones asked for by the generic word (a small star is
+   7 pixels at 32x32, which an f=4 VAE blurs past the judge's reading).
 
 Every command run is appended to ``OUT/commands.txt`` and every stage's seconds to ``OUT/stages.jsonl``; the
 final model is ``OUT/model.safetensors``. Run it again with the same ``--out`` after a crash or Ctrl-C: stages
@@ -41,8 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="(colour, shape) combinations never drawn for training; '' for none")
     p.add_argument("--generic-shape", default="star", choices=("star", "heart", ""),
                    help="an extra shape drawn but captioned only 'shape' (for textual inversion); '' for none")
+    p.add_argument("--generic-share", type=float, default=0.2,
+                   help="share of the base shapes also captioned 'shape' (and the generic shape's relative frequency)")
+    p.add_argument("--vae-style", default="dark", choices=("dark", ""),
+                   help="a style exported for the VAE only (a fifth as many images as --count); '' for none")
     p.add_argument("--clip-steps", type=int, default=1500)
-    p.add_argument("--vae-steps", type=int, default=1000)
+    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--ldm-steps", type=int, default=6000)
     p.add_argument("--ldm-batch-size", type=int, default=64)
     p.add_argument("--ldm-lr", type=float, default=3e-4)
@@ -55,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[str] | None]]:
     """(name, the file that marks it done, the nanoldm command; None for the in-process ``base`` stage)."""
-    data, seed = out / "data", str(args.seed)
+    data, style_data, seed = out / "data", out / f"data_{args.vae_style}", str(args.seed)
     clip, vae, ldm = out / "clip", out / "vae", out / "ldm"
     loop = lambda run, steps, extra: ["--out", str(run), "--steps", str(steps), "--seed", seed, *extra]  # noqa: E731
     device = ["--device", args.device] if args.device else []
@@ -63,15 +71,20 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
         ("data", data / "metadata.jsonl",
          ["shapes", "export", str(data), "--count", str(args.count), "--seed", seed, "--held-out", args.held_out,
           "--uncaptioned", str(args.uncaptioned), "--overwrite",
-          *(["--extra-shapes", args.generic_shape, "--generic-extra", "--generic-share", "0.25"]
-            if args.generic_shape else [])]),
+          *(["--extra-shapes", args.generic_shape, "--generic-extra", "--generic-share", str(args.generic_share),
+             "--extra-weight", str(args.generic_share)] if args.generic_shape else [])]),
+        *([("style_data", style_data / "metadata.jsonl",
+            ["shapes", "export", str(style_data), "--count", str(max(2, args.count // 5)), "--seed",
+             str(args.seed + 1), "--held-out", args.held_out, "--style", args.vae_style, "--overwrite",
+             *(["--extra-shapes", args.generic_shape] if args.generic_shape else [])])] if args.vae_style else []),
         ("clip", clip / "clip.safetensors",
          ["train", "clip", "--data", str(data), *loop(clip, args.clip_steps, ["--batch-size", "128",
                                                                             "--warmup-steps", "50"])]),
         ("caption", out / "captioned", ["caption", str(data), "--clip", str(clip / "clip.safetensors"),
                                         *(["--generic-noun"] if args.generic_shape else [])]),
         ("vae", vae / "vae.safetensors",
-         ["train", "vae", "--data", str(data), *loop(vae, args.vae_steps, ["--batch-size", "32",
+         ["train", "vae", "--data", str(data), *(["--extra-data", str(style_data)] if args.vae_style else []),
+          *loop(vae, args.vae_steps, ["--batch-size", "32",
                                                                           "--warmup-steps", "50"])]),
         ("base", out / "base.safetensors", None),
         ("ldm", ldm / MODEL_FILE,
@@ -82,7 +95,8 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
         ("eval", out / "eval" / "report.json",
          ["eval", "--model", str(ldm / MODEL_FILE), "--held-out", args.held_out, "--out", str(out / "eval"),
           "--singles", str(args.eval_prompts), "--pairs", str(max(1, 2 * args.eval_prompts // 3)),
-          "--held-out-count", str(max(1, args.eval_prompts // 2)), *device]),
+          "--held-out-count", str(max(1, args.eval_prompts // 2)),
+          *(["--concept", args.generic_shape, "--concept-sizes", "large"] if args.generic_shape else []), *device]),
     ]
 
 

@@ -223,6 +223,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vae", help="the autoencoder (VAE, or a plain AE with --plain-ae)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(p, count=2000)
+    p.add_argument("--extra-data", nargs="+", default=[], metavar="DIR",
+                   help="more image folders to train on besides --data (e.g. another style); each holds out its own "
+                        "last tenth and gets its own held-out PSNR")
     p.add_argument("--plain-ae", action="store_true", help="a plain autoencoder: no sampling, no KL")
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--disc-weight", type=float, default=0.0,
@@ -257,12 +260,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown reconstruction loss {args.loss!r}; choose one of {', '.join(LOSSES)}")
     ae = load_vae(args.compare_ae) if args.compare_ae else None  # fail before training, not after
     cfg = loop_config(args)
-    images, held_out = load_data(args.data, size=args.size, count=args.count, seed=args.seed)
+    sources = [load_data(args.data, size=args.size, count=args.count, seed=args.seed)]
+    sources += [load_data(d, size=args.size, count=args.count, seed=args.seed) for d in args.extra_data]
+    images, held_out = (torch.cat([s[k] for s in sources]) for k in (0, 1))
     torch.manual_seed(cfg.seed)
     task = VAETask(AutoencoderKL(autoencoder_config(args)), images, held_out, loss=args.loss,
                    kl_weight=args.kl_weight, disc_weight=args.disc_weight, disc_start=args.disc_start)
     result = train(task, cfg, resume=args.resume)
     vae = finish(task, cfg, result.step)
+    for name, (_, held) in zip([args.data, *args.extra_data], sources if args.extra_data else []):
+        print(f"{name}: held-out PSNR {psnr(vae, held):.2f} dB over {len(held)} images")
     print(f"held-out PSNR {psnr(vae, held_out):.2f} dB over {len(held_out)} images; "
           f"scale_factor {vae.cfg.scale_factor:.5f}; wrote {Path(cfg.out_dir) / VAE_FILE}")
     if ae is not None:

@@ -1,4 +1,7 @@
 """The shapes world: deterministic, hold-outs respected, captions/layouts/masks true to the pixels."""
+
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -209,3 +212,24 @@ def test_dark_style_changes_only_the_background_and_the_judge_sees_it():
         assert score(b.pil(), b.caption)["all_correct"]
     with pytest.raises(ValueError, match="unknown style"):
         ShapesWorld(style="sepia")
+
+
+def test_extra_weight_makes_the_generic_word_name_every_shape_equally_often():
+    world = ShapesWorld(count=3000, seed=6, objects=(1,), extra_shapes=("star",), generic_extra=True,
+                        generic_share=0.2, extra_weight=0.2)
+    drawn = Counter(s.objects[0].shape for s in world)
+    assert 0.15 < drawn["star"] / drawn["circle"] < 0.26  # a star a fifth as often as each base shape
+    called_shape = Counter(s.objects[0].shape for s in world if parse_caption(s.caption).objects[0]["shape"] == "shape")
+    total = sum(called_shape.values())
+    assert all(0.19 < called_shape[shape] / total < 0.31 for shape in ("circle", "square", "triangle", "star"))
+    same = dict(count=40, seed=6)  # without extra shapes the weight has nothing to weigh: the same images
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(ShapesWorld(**same), ShapesWorld(**same, extra_weight=0.2)))
+    with pytest.raises(ValueError, match="extra_weight"):
+        ShapesWorld(extra_weight=0.0)
+
+
+def test_sizes_restricts_the_sizes_drawn():
+    world = ShapesWorld(count=80, seed=7, sizes=("large",))
+    assert {o.size for s in world for o in s.objects} == {"large"}
+    with pytest.raises(ValueError, match="sizes"):
+        ShapesWorld(sizes=("huge",))

@@ -94,6 +94,8 @@ def test_concept_prompts_name_the_shape_by_token_or_generic_word():
         assert a.caption == b.caption and parse_caption(a.caption).objects[0]["shape"] == "star"
         assert a.prompt == a.caption.replace(" star ", " <star> ")
         assert b.prompt == a.caption.replace(" star ", " shape ")
+    large = eval_prompts(singles=0, pairs=0, concept="star", concept_count=12, concept_sizes=("large",))
+    assert all(p.prompt.startswith("a large ") for p in large) and len(large) == 12
 
 
 def test_style_column_counts_images_in_that_style(monkeypatch):

@@ -16,17 +16,18 @@ def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote 12 captions (36 images already had one)" in printed
     commands = (out / "commands.txt").read_text().splitlines()
-    assert [c.split()[1] for c in commands if c.startswith("nanoldm")] == ["shapes", "train", "caption", "train",
-                                                                            "train", "eval"]
+    assert [c.split()[1] for c in commands if c.startswith("nanoldm")] == ["shapes", "shapes", "train", "caption",
+                                                                            "train", "train", "eval"]
     stages = [json.loads(line)["stage"] for line in (out / "stages.jsonl").read_text().splitlines()]
-    assert stages == ["data", "clip", "caption", "vae", "base", "ldm", "eval"]
+    assert stages == ["data", "style_data", "clip", "caption", "vae", "base", "ldm", "eval"]
     model = load_model(out / "model.safetensors")
     assert model.config.unet == SHAPES_TINY.unet and model.config.image_size == 32
     base = load_model(out / "base.safetensors")
     for name, tensor in base.vae.state_dict().items():  # the trained VAE went in unchanged
         assert tensor.equal(model.vae.state_dict()[name])
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert set(report["groups"]) == {"single", "pair", "held_out", "held_out_pair"}
+    assert set(report["groups"]) == {"single", "pair", "held_out", "held_out_pair", "concept"}
+    assert "data_dark: held-out PSNR" in printed  # the VAE saw the dark style too, and says how it does on it
 
     assert main(["train", "all", "--out", str(out), *TOY]) == 0
-    assert capsys.readouterr().out.count("done already") == 7
+    assert capsys.readouterr().out.count("done already") == 8

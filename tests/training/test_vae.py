@@ -141,3 +141,21 @@ def test_patch_discriminator_trains_beside_the_autoencoder_and_resumes_exactly(d
             assert torch.equal(a, b), (module, name)
     initial = _task(data, disc_weight=0.5, disc_start=2).discriminator.state_dict()  # the same seeded init
     assert any(not torch.equal(a, initial[k]) for k, a in whole.discriminator.state_dict().items())
+
+
+def test_extra_data_folders_train_too_and_report_their_own_psnr(tmp_path, capsys):
+    from nanoldm.data.export import export_shapes
+    from nanoldm.data.shapes import ShapesWorld
+
+    light = export_shapes(ShapesWorld(count=20, seed=1), tmp_path / "light", progress=False)
+    dark = export_shapes(ShapesWorld(count=10, seed=2, style="dark"), tmp_path / "dark", progress=False)
+    args = ["train", "vae", "--data", str(light), "--extra-data", str(dark), "--size", "16", "--steps", "1",
+            "--batch-size", "4", "--out", str(tmp_path / "vae"), *TINY_ARGS]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{light}: held-out PSNR" in printed and "over 2 images" in printed  # a tenth of each folder held out
+    assert f"{dark}: held-out PSNR" in printed and "over 1 images" in printed
+    assert "held-out PSNR" in printed and "over 3 images" in printed  # and over both together
+    args[5] = str(tmp_path / "missing")
+    assert main(args) == 2
+    assert "missing" in capsys.readouterr().err
