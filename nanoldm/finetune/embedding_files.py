@@ -18,7 +18,8 @@ and plain containers. The one class allowed beyond those is ``torch.nn.Parameter
 A1111 files hold under ``string_to_param`` (rebuilt from its state, no code of the file runs).
 
 The embedding's own name is A1111's ``name`` field, the diffusers key, or our ``name`` metadata, else the file
-stem. (A1111 itself names the token after the file stem: see ``load_embeddings_dir``.)
+stem. (A1111 itself names the token after the file stem: see ``load_embeddings_dir``.) ``file_name`` is the
+file stem we write for a token: ``<star>`` becomes ``star``, as A1111 keeps only letters, digits and ``._- ``.
 """
 from __future__ import annotations
 
@@ -143,3 +144,11 @@ def _plain(vectors: torch.Tensor) -> torch.Tensor:
 
 def _str_or_none(x) -> str | None:
     return None if x is None else str(x)
+
+
+def file_name(token: str) -> str:
+    """A1111's embedding file name for a token: letters, digits, ".", "_", "-" and spaces kept."""
+    name = "".join(c for c in token if c.isalnum() or c in "._- ").strip()
+    if not name:
+        raise ValueError(f"the token {token!r} has no letters or digits to name its files after")
+    return name

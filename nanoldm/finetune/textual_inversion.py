@@ -12,7 +12,8 @@ tokens and rows are removed (later added tokens move down) and the new ones appe
 
 Files (:mod:`nanoldm.finetune.embedding_files`): ``load_textual_inversion`` reads one file, its token the name
 stored in it unless given; ``load_embeddings_dir`` reads an A1111 embeddings folder, where every ``.pt``,
-``.safetensors`` and ``.bin`` file (subfolders included) is a token named after its file stem, as A1111 does.
+``.safetensors`` and ``.bin`` file (subfolders included) is a token named after its file stem, as A1111 does
+(except that ``star.pt`` holding the name ``<star>`` defines ``<star>``: see ``folder_token``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from nanoldm.checkpoint.formats import CheckpointError
-from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, read_embedding
+from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding
 from nanoldm.model import LatentDiffusion
 
 __all__ = ["apply_embedding", "embedding_vectors", "load_textual_inversion", "load_embeddings_dir",
@@ -103,25 +104,25 @@ def load_textual_inversion(model: LatentDiffusion, path: str | Path, token: str 
 
 
 def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]:
-    """Add every embedding file of an A1111 embeddings folder, each under its file stem; returns the tokens.
-    Other files (preview images, notes) are ignored. Files that cannot be read, are of another width or repeat
-    a token are all named in one error, and then none is added."""
+    """Add every embedding file of an A1111 embeddings folder, each under its token (``folder_token``); returns
+    the tokens. Other files (preview images, notes) are ignored. Files that cannot be read, are of another width
+    or repeat a token are all named in one error, and then none is added."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: no such embeddings folder")
     files, width = _embedding_files(folder), token_embedding(model.text_encoder).embedding_dim
     embeddings, problems, seen = [], [], {}
     for path in files:
-        token = path.stem
-        if token.lower() in seen:
-            problems.append(f"{path} defines the token {token!r} again (also {seen[token.lower()]})")
-            continue
-        seen[token.lower()] = path
         try:
             embedding = read_embedding(path)
         except CheckpointError as e:
             problems.append(str(e))
             continue
+        token = folder_token(path, embedding)
+        if token.lower() in seen:
+            problems.append(f"{path} defines the token {token!r} again (also {seen[token.lower()]})")
+            continue
+        seen[token.lower()] = path
         if embedding.width != width:
             problems.append(f"{path}: its vectors are {embedding.width} wide, this model's text encoder's {width}")
         embeddings.append((token, embedding, path))
@@ -129,6 +130,23 @@ def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]
         raise CheckpointError(f"{folder}: {len(problems)} of {len(files)} embedding files cannot be used: "
                               + "; ".join(problems))
     return [_apply(model, embedding, token, path) for token, embedding, path in embeddings]
+
+
+def folder_token(path: Path, embedding: Embedding) -> str:
+    """The token a file of an embeddings folder defines: its stem, as in A1111 (rename the file to rename the
+    token), except where the stem is just the file name written for the stored name: ``star.pt`` holding the
+    name ``<star>`` defines ``<star>``, the word its trainer typed (``file_name`` drops the brackets)."""
+    name = embedding.name
+    if name and name != path.stem and _safe_file_name(name) == path.stem:
+        return name
+    return path.stem
+
+
+def _safe_file_name(token: str) -> str | None:
+    try:
+        return file_name(token)
+    except ValueError:
+        return None
 
 
 def _embedding_files(folder: Path) -> list[Path]:

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from nanoldm.data.latents import LatentCache, load_or_build
-from nanoldm.finetune.embedding_files import Embedding, write_a1111_pt, write_a1111_safetensors, write_diffusers
+from nanoldm.finetune.embedding_files import (Embedding, file_name, write_a1111_pt, write_a1111_safetensors,
+                                             write_diffusers)
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
@@ -137,14 +138,6 @@ def token_captions(captions: list[str | None], init_word: str, token: str) -> li
         replaced, count = pattern.subn(lambda _: token, caption)
         out.append(replaced if count else f"a {token}, {caption}" if caption else f"a {token}")
     return out
-
-
-def file_name(token: str) -> str:
-    """A1111's embedding file name for a token: letters, digits, ".", "_", "-" and spaces kept."""
-    name = "".join(c for c in token if c.isalnum() or c in "._- ").strip()
-    if not name:
-        raise ValueError(f"the token {token!r} has no letters or digits to name its files after")
-    return name
 
 
 def load_images(data: str, size: int, *, count: int, seed: int) -> tuple[torch.Tensor, list[str | None]]:

@@ -93,6 +93,20 @@ def test_hand_built_a1111_file_matches_hand_computed_hidden_states(model, tmp_pa
     assert load_textual_inversion(model, folder / "style-file.pt") == "my-style"  # alone: the stored name
 
 
+def test_a_folder_of_our_trainer_files_defines_the_bracketed_tokens(model, tmp_path):
+    """``train embedding --token "<star>"`` writes star.safetensors; in a folder that means "<star>", not the
+    word "star" (which may be in the vocabulary already); a renamed file means its new stem."""
+    from nanoldm.finetune.embedding_files import Embedding, write_a1111_safetensors
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    vectors = torch.randn(1, WIDTH)
+    write_a1111_safetensors(Embedding("<star>", vectors), folder / "star.safetensors")
+    write_a1111_safetensors(Embedding("<star>", vectors), folder / "my-star.safetensors")
+    assert load_embeddings_dir(model, folder) == ["my-star", "<star>"]
+    assert torch.equal(embedding_vectors(model, "<star>"), vectors)
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_parity_with_diffusers_load_textual_inversion(tmp_path, n):
     from tests.reference import write_reference_folder
