@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from nanoldm.data.shapes import DEFAULT_HELD_OUT
+from nanoldm.cli.generate import add_dtype_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None)
+    add_dtype_argument(p)
     p.add_argument("--out", default=None, help="folder for report.json and the image grids")
     p.set_defaults(run=run)
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     extra = tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip())
     if args.token and not args.concept:
         raise ValueError("--token names a learned word for --concept: give --concept too")
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
     if args.condition or pipe.unet.cfg.in_channels != pipe.unet.cfg.out_channels:
         return run_conditions(pipe, args, sampling)

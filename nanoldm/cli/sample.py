@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nanoldm.cli.generate import add_dtype_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate from a class- or layout-conditioned model",
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default=None)
+    add_dtype_argument(p)
     p.add_argument("--out", default="outputs/sample")
     p.set_defaults(run=run)
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.label is not None) != (kind == "ClassEmbedding"):
         raise ValueError(f"{args.condition} is a {'class' if kind == 'ClassEmbedding' else 'layout'} condition: "
                          f"use {'--class' if kind == 'ClassEmbedding' else '--layout'}")
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     images = sample_condition(pipe, condition, args.label if args.label is not None else args.layout,
                               seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
                               cfg_scale=args.cfg_scale)

@@ -111,10 +111,25 @@ class Pipeline:
         return self._hash
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bf16"`` / ``"bfloat16"`` / ``torch.bfloat16`` -> torch.bfloat16; likewise float32 and float16."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+
+
 def load_pipeline(path: str | Path | None = None, *, device: str | torch.device | None = None,
-                  dtype: torch.dtype = torch.float32) -> Pipeline:
+                  dtype: str | torch.dtype = torch.float32) -> Pipeline:
     """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder; None: the built-in
-    shapes-world model (:mod:`nanoldm.builtin`)."""
+    shapes-world model (:mod:`nanoldm.builtin`). ``dtype``: the networks' precision ("float32"; "float16" on a
+    GPU; "bfloat16" on a GPU or a CPU with bf16 units, where it is the faster choice)."""
+    dtype = parse_dtype(dtype)
     if path is None:
         from nanoldm.builtin import builtin_model_path
 

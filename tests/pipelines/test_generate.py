@@ -122,3 +122,14 @@ def test_empty_prompt_is_valid(reference):
     pipe = load_pipeline(reference[0], device="cpu")
     (image,) = pipe.txt2img("", seed=1, steps=2, width=SIZE, height=SIZE, progress=False)
     assert image.size == (SIZE, SIZE)
+
+
+def test_bfloat16_draws_the_float32_image_of_a_trained_model(tmp_path):
+    """bfloat16 (the fast CPU precision where AMX exists) on the built-in model: the same picture as float32.
+    (A random-weight model is no test of this: its untrained layers amplify rounding without bound.)"""
+    kw = dict(sampler="DPM++ 2M", steps=10, seed=3, batch_size=2, progress=False)
+    full = load_pipeline(None, device="cpu").txt2img("a large red circle at the top left", **kw)
+    half = load_pipeline(None, device="cpu", dtype="bf16").txt2img("a large red circle at the top left", **kw)
+    assert all(psnr(a, b) >= 35 for a, b in zip(full, half))
+    with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
+        load_pipeline(None, dtype="int8")
