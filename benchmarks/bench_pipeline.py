@@ -3,6 +3,7 @@ and one classifier-free-guidance step of the SD_V1-size UNet (random weights, 51
 
     python benchmarks/bench_pipeline.py            # full run
     python benchmarks/bench_pipeline.py --quick    # smoke run
+    python benchmarks/bench_pipeline.py --dtypes bfloat16   # only the bfloat16 rows
 
 Both pipelines run in one process, alternately; rows quote medians, the ratio ours / diffusers and the spread.
 """
@@ -22,7 +23,7 @@ import diffusers  # noqa: E402
 
 from benchmarks.bench_networks import bench_peak_memory, machine, row, time_pair  # noqa: E402
 from nanoldm.config import SHAPES_TINY  # noqa: E402
-from nanoldm.pipelines.pipeline import load_pipeline  # noqa: E402
+from nanoldm.pipelines.pipeline import load_pipeline, parse_dtype  # noqa: E402
 from tests.reference import write_reference_folder  # noqa: E402
 
 PROMPT, NEGATIVE = "a small red circle at the top left", "blurry"
@@ -30,15 +31,16 @@ SCHEDULERS = {"Euler": diffusers.EulerDiscreteScheduler, "DDIM": diffusers.DDIMS
               "DPM++ 2M": diffusers.DPMSolverMultistepScheduler}
 
 
-def pipeline_pair(folder: Path, sampler: str):
-    theirs = diffusers.StableDiffusionPipeline.from_pretrained(folder)
+def pipeline_pair(folder: Path, sampler: str, dtype: torch.dtype = torch.float32):
+    theirs = diffusers.StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype)
     theirs.scheduler = SCHEDULERS[sampler].from_config(theirs.scheduler.config)
     theirs.set_progress_bar_config(disable=True)
-    return load_pipeline(folder, device="cpu"), theirs
+    return load_pipeline(folder, device="cpu", dtype=dtype), theirs
 
 
-def bench_txt2img(folder: Path, sampler: str, batch: int, steps: int, size: int, repeats: int):
-    ours, theirs = pipeline_pair(folder, sampler)
+def bench_txt2img(folder: Path, sampler: str, batch: int, steps: int, size: int, repeats: int,
+                  dtype: torch.dtype = torch.float32):
+    ours, theirs = pipeline_pair(folder, sampler, dtype)
     run_ours = lambda: ours.txt2img(PROMPT, NEGATIVE, sampler=sampler, steps=steps, cfg_scale=7.0, seed=1,  # noqa: E731
                                     width=size, height=size, batch_size=batch, progress=False)
     run_theirs = lambda: theirs(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=7.0,  # noqa: E731
@@ -53,6 +55,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="precisions of the txt2img rows, both pipelines in each (bfloat16 is fast where AMX exists)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -66,10 +70,11 @@ def main() -> None:
         torch.manual_seed(0)
         folder = Path(tmp) / "tiny"
         write_reference_folder(SHAPES_TINY, folder)
-        for sampler in SCHEDULERS:
-            ours, theirs = bench_txt2img(folder, sampler, batch, steps, size, repeats)
-            print(row(f"txt2img {sampler}, SHAPES_TINY {size}x{size}, batch {batch}, CFG, {steps} steps, s/image",
-                      ours, theirs, "s"), flush=True)
+        for name in args.dtypes.split(","):
+            for sampler in SCHEDULERS:
+                ours, theirs = bench_txt2img(folder, sampler, batch, steps, size, repeats, parse_dtype(name))
+                print(row(f"txt2img {sampler}, {name}, SHAPES_TINY {size}x{size}, batch {batch}, CFG, {steps} steps,"
+                          " s/image", ours, theirs, "s"), flush=True)
     args.child_batch = 2  # one CFG step: unconditional + conditional halves of one image
     ours_mb, ref_mb, ours_s, ref_s = bench_peak_memory(args, 2, 32 if args.quick else 64, 1 if args.quick else 3)
     print(row("SD_V1 UNet, one CFG step (batch 2), 64x64 latents, time", ours_s, ref_s, "s"))
