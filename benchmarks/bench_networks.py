@@ -112,12 +112,13 @@ def reset_peak_rss() -> None:
         pass
 
 
-def peak_memory_child(which: str, batch: int, size: int) -> None:
+def peak_memory_child(which: str, batch: int, size: int, dtype: str = "float32") -> None:
     """Build one SD-size UNet, run one no-grad forward, print {"mb": peak growth, "s": its time} as JSON."""
-    cfg = SD_V1.unet
+    cfg, dtype = SD_V1.unet, getattr(torch, dtype)
     torch.manual_seed(0)
-    model = (UNet(cfg) if which == "ours" else reference_unet(cfg)).eval()
+    model = (UNet(cfg) if which == "ours" else reference_unet(cfg)).eval().to(dtype)
     x, t, ctx = unet_inputs(cfg, batch, size)
+    x, ctx = x.to(dtype), ctx.to(dtype)
     call = (lambda: model(x, t, ctx)) if which == "ours" else (lambda: model(x, t, ctx, return_dict=False)[0])
     reset_peak_rss()
     before = peak_rss_mb()
@@ -130,7 +131,8 @@ def peak_memory_child(which: str, batch: int, size: int) -> None:
 
 def measure_peak_memory(which: str, args, batch: int, size: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory-child", which, "--threads", str(args.threads),
-           "--child-batch", str(batch), "--child-size", str(size)]
+           "--child-batch", str(batch), "--child-size", str(size),
+           "--child-dtype", getattr(args, "child_dtype", "float32")]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -179,10 +181,11 @@ def main() -> None:
     p.add_argument("--peak-memory-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     p.add_argument("--child-batch", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--child-size", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument("--child-dtype", default="float32", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.peak_memory_child:
-        return peak_memory_child(args.peak_memory_child, args.child_batch, args.child_size)
+        return peak_memory_child(args.peak_memory_child, args.child_batch, args.child_size, args.child_dtype)
 
     torch.manual_seed(0)
     repeats = args.repeats or (3 if args.quick else 10)

@@ -76,10 +76,11 @@ def main() -> None:
                 print(row(f"txt2img {sampler}, {name}, SHAPES_TINY {size}x{size}, batch {batch}, CFG, {steps} steps,"
                           " s/image", ours, theirs, "s"), flush=True)
     args.child_batch = 2  # one CFG step: unconditional + conditional halves of one image
-    ours_mb, ref_mb, ours_s, ref_s = bench_peak_memory(args, 2, 32 if args.quick else 64, 1 if args.quick else 3)
-    print(row("SD_V1 UNet, one CFG step (batch 2), 64x64 latents, time", ours_s, ref_s, "s"))
-    print(row("SD_V1 UNet, one CFG step, peak RSS growth", ours_mb, ref_mb, "MB"))
-
+    for name in args.dtypes.split(","):
+        args.child_dtype = str(parse_dtype(name)).removeprefix("torch.")
+        ours_mb, ref_mb, ours_s, ref_s = bench_peak_memory(args, 2, 32 if args.quick else 64, 1 if args.quick else 3)
+        print(row(f"SD_V1 UNet, one CFG step (batch 2), 64x64 latents, {name}, time", ours_s, ref_s, "s"))
+        print(row(f"SD_V1 UNet, one CFG step, {name}, peak RSS growth", ours_mb, ref_mb, "MB"), flush=True)
 
 if __name__ == "__main__":
     main()
