@@ -60,12 +60,10 @@ def run(args: argparse.Namespace) -> int:
     sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
     if args.condition or pipe.unet.cfg.in_channels != pipe.unet.cfg.out_channels:
         return run_conditions(pipe, args, sampling)
-    if args.embeddings and Path(args.embeddings).is_file():  # one file: its vectors under --token
-        pipe.load_textual_inversion(args.embeddings, token=args.token)
-    elif args.embeddings:
-        from nanoldm.finetune.textual_inversion import load_embeddings_dir
+    if args.embeddings:
+        from nanoldm.finetune.textual_inversion import load_embeddings
 
-        load_embeddings_dir(pipe.model, args.embeddings)
+        load_embeddings(pipe.model, args.embeddings, token=args.token if Path(args.embeddings).is_file() else None)
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
     judged = extra + ((args.concept,) if args.concept and args.concept not in extra else ())  # shapes to read

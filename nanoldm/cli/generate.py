@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -41,8 +42,9 @@ def _common(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_dtype_argument(p)
-    p.add_argument("--embeddings", default=None, metavar="DIR",
-                   help="textual-inversion embeddings (.pt, .safetensors, .bin): each file's stem is a prompt token")
+    p.add_argument("--embeddings", default=None, metavar="PATH",
+                   help="textual-inversion embeddings (.pt, .safetensors, .bin): a folder, where each file's stem is "
+                        "a prompt token (A1111's convention), or one file (its token: the name stored in it)")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH",
                    help="an A1111 hypernetwork (.pt or .safetensors) applied to every image (repeat to chain)")
     p.add_argument("--hypernetwork-strength", type=float, default=1.0, help="strength of every --hypernetwork")
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     if args.embeddings:
-        from nanoldm.finetune.textual_inversion import load_embeddings_dir
+        from nanoldm.finetune.textual_inversion import load_embeddings
 
-        load_embeddings_dir(pipe.model, args.embeddings)
+        print("embeddings:", ", ".join(load_embeddings(pipe.model, args.embeddings)), file=sys.stderr)
     pipe.hypernetworks.folder = args.hypernetwork_dir
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)

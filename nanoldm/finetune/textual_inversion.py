@@ -28,7 +28,7 @@ from nanoldm.checkpoint.formats import CheckpointError
 from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding
 from nanoldm.model import LatentDiffusion
 
-__all__ = ["apply_embedding", "embedding_vectors", "load_textual_inversion", "load_embeddings_dir",
+__all__ = ["apply_embedding", "embedding_vectors", "load_textual_inversion", "load_embeddings", "load_embeddings_dir",
            "token_embedding", "vector_token_names"]
 
 
@@ -106,7 +106,8 @@ def load_textual_inversion(model: LatentDiffusion, path: str | Path, token: str 
 def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]:
     """Add every embedding file of an A1111 embeddings folder, each under its token (``folder_token``); returns
     the tokens. Other files (preview images, notes) are ignored. Files that cannot be read, are of another width
-    or repeat a token are all named in one error, and then none is added."""
+    or repeat a token with other vectors are all named in one error, and then none is added (a token repeated
+    with the same vectors, as a trainer's ``.pt`` and ``.safetensors`` are, is added once)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: no such embeddings folder")
@@ -120,9 +121,11 @@ def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]
             continue
         token = folder_token(path, embedding)
         if token.lower() in seen:
-            problems.append(f"{path} defines the token {token!r} again (also {seen[token.lower()]})")
+            first, first_vectors = seen[token.lower()]
+            if not torch.equal(first_vectors, embedding.vectors):  # the same vectors twice (.pt and .safetensors)
+                problems.append(f"{path} defines the token {token!r} again, with other vectors (also {first})")
             continue
-        seen[token.lower()] = path
+        seen[token.lower()] = (path, embedding.vectors)
         if embedding.width != width:
             problems.append(f"{path}: its vectors are {embedding.width} wide, this model's text encoder's {width}")
         embeddings.append((token, embedding, path))
@@ -132,12 +135,23 @@ def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]
     return [_apply(model, embedding, token, path) for token, embedding, path in embeddings]
 
 
+def load_embeddings(model: LatentDiffusion, path: str | Path, token: str | None = None) -> list[str]:
+    """``--embeddings PATH`` of the commands: one file (its token ``token``, else the name stored in it) or an
+    embeddings folder (``load_embeddings_dir``). Returns the tokens added."""
+    if Path(path).expanduser().is_file():
+        return [load_textual_inversion(model, Path(path).expanduser(), token)]
+    if token:
+        raise ValueError(f"a token ({token!r}) can only be given for one embedding file; {path} is not a file")
+    return load_embeddings_dir(model, path)
+
+
 def folder_token(path: Path, embedding: Embedding) -> str:
     """The token a file of an embeddings folder defines: its stem, as in A1111 (rename the file to rename the
-    token), except where the stem is just the file name written for the stored name: ``star.pt`` holding the
-    name ``<star>`` defines ``<star>``, the word its trainer typed (``file_name`` drops the brackets)."""
+    token), except where the stem is just the file name written for the stored name (``star.pt`` holding the
+    name ``<star>`` defines ``<star>``, the word its trainer typed; ``file_name`` drops the brackets) or
+    diffusers' fixed ``learned_embeds`` (its key is the token)."""
     name = embedding.name
-    if name and name != path.stem and _safe_file_name(name) == path.stem:
+    if name and name != path.stem and (path.stem == "learned_embeds" or _safe_file_name(name) == path.stem):
         return name
     return path.stem
 

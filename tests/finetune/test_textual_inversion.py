@@ -93,18 +93,30 @@ def test_hand_built_a1111_file_matches_hand_computed_hidden_states(model, tmp_pa
     assert load_textual_inversion(model, folder / "style-file.pt") == "my-style"  # alone: the stored name
 
 
-def test_a_folder_of_our_trainer_files_defines_the_bracketed_tokens(model, tmp_path):
-    """``train embedding --token "<star>"`` writes star.safetensors; in a folder that means "<star>", not the
-    word "star" (which may be in the vocabulary already); a renamed file means its new stem."""
-    from nanoldm.finetune.embedding_files import Embedding, write_a1111_safetensors
+def test_a_folder_of_our_trainer_files_defines_the_bracketed_tokens(model, tmp_path, capsys):
+    """``train embedding --token "<star>"`` writes star.pt, star.safetensors and learned_embeds.safetensors: in
+    a folder they all mean "<star>" (not the word "star", which may be in the vocabulary already), added once;
+    a renamed file means its new stem; the same token with other vectors is an error."""
+    from nanoldm.finetune.embedding_files import Embedding, write_a1111_pt, write_a1111_safetensors
+    from nanoldm.finetune.textual_inversion import load_embeddings
 
     folder = tmp_path / "embeddings"
     folder.mkdir()
     vectors = torch.randn(1, WIDTH)
-    write_a1111_safetensors(Embedding("<star>", vectors), folder / "star.safetensors")
-    write_a1111_safetensors(Embedding("<star>", vectors), folder / "my-star.safetensors")
-    assert load_embeddings_dir(model, folder) == ["my-star", "<star>"]
+    for write, name in ((write_a1111_pt, "star.pt"), (write_a1111_safetensors, "star.safetensors"),
+                        (write_diffusers, "learned_embeds.safetensors"),
+                        (write_a1111_safetensors, "my-star.safetensors")):
+        write(Embedding("<star>", vectors), folder / name)
+    assert load_embeddings(model, folder) == ["<star>", "my-star"]
     assert torch.equal(embedding_vectors(model, "<star>"), vectors)
+    assert load_embeddings(model, folder / "star.pt") == ["<star>"]  # one file: its stored name
+    save_model(model, tmp_path / "m.safetensors")
+    write_a1111_safetensors(Embedding("<star>", torch.randn(1, WIDTH)), folder / "star.safetensors")
+    with pytest.raises(CheckpointError, match="'<star>' again, with other vectors"):
+        load_embeddings(model, folder)
+    assert main(["txt2img", "a red <star>", "--model", str(tmp_path / "m.safetensors"), "--steps", "1",
+                 "--embeddings", str(folder / "star.pt"), "--out", str(tmp_path / "out")]) == 0
+    assert "embeddings: <star>" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n", [1, 3])
