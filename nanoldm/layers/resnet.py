@@ -22,9 +22,10 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, in_ch, H, W), emb (B, emb_dim) -> (B, out_ch, H, W)."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        inplace = not torch.is_grad_enabled()  # sampling: reuse the norm's and conv's outputs (bitwise the same)
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.time_emb_proj is not None:
             h = h + self.time_emb_proj(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return skip + h
+        return h.add_(skip) if inplace else skip + h
