@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
-                   help="the networks' precision (default float32; bfloat16 is faster on CPUs with AMX, "
-                        "float16 on GPUs)")
+    p.add_argument("--dtype", default="float32",
+                   help="the networks' precision: float32 (default), bfloat16 (bf16; faster on CPUs with AMX) or "
+                        "float16 (fp16; for GPUs); checked by pipelines.pipeline.parse_dtype")
 
 
 def save_images(images: list, out: Path) -> None:
