@@ -2,11 +2,12 @@
 
 1. ``data``: the shapes world exported as a user's folder would look (``nanoldm shapes export``), with the
    held-out combinations never drawn and the last ``--uncaptioned`` share of the images left without captions.
-   ``--generic-shape star`` (the default) also draws stars but captions them only "shape" ("a red shape at the
-   top left"). The word is also used for a ``--generic-share`` of the other shapes, and stars are drawn that
-   much less often than each of them, so "shape" names every shape equally often: the model learns to draw
-   stars without a word for them, which textual inversion then finds. ``--vae-style dark`` also exports
-   images in that style, seen by the VAE only: the LDM never draws it, a hypernetwork can learn it;
+   ``--generic-shape star`` also draws stars but captions them only "shape" ("a red shape at the top left").
+   The word is also used for a ``--generic-share`` of the other shapes, and stars are drawn ``--generic-weight``
+   times as often as each of them (by default the share, so "shape" names every shape equally often): a base
+   for textual inversion. Off by default: the generic captions cost the held-out combinations 20 points or more.
+   ``--vae-style dark`` (the default) also exports ``--vae-style-share`` as many images in that style, seen by
+   the VAE only: the LDM never draws it, a hypernetwork can learn it;
 2. ``clip``: a small CLIP trained on the captioned images (``nanoldm train clip``);
 3. ``caption``: that CLIP captions the uncaptioned images (``nanoldm caption``; the export kept their true
    captions aside, so the rate of right captions is printed);
@@ -43,14 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uncaptioned", type=float, default=0.25, help="share of the images left for the captioner")
     p.add_argument("--held-out", default=", ".join(f"{c} {s}" for c, s in sorted(DEFAULT_HELD_OUT)),
                    help="(colour, shape) combinations never drawn for training; '' for none")
-    p.add_argument("--generic-shape", default="star", choices=("star", "heart", ""),
+    p.add_argument("--generic-shape", default="", choices=("star", "heart", ""),
                    help="an extra shape drawn but captioned only 'shape' (for textual inversion); '' for none")
     p.add_argument("--generic-share", type=float, default=0.2,
-                   help="share of the base shapes also captioned 'shape' (and the generic shape's relative frequency)")
+                   help="share of the base shapes also captioned 'shape'")
+    p.add_argument("--generic-weight", type=float, default=None,
+                   help="how often the generic shape is drawn relative to each base shape (default: --generic-share)")
     p.add_argument("--vae-style", default="dark", choices=("dark", ""),
-                   help="a style exported for the VAE only (a fifth as many images as --count); '' for none")
+                   help="a style exported for the VAE only; '' for none")
+    p.add_argument("--vae-style-share", type=float, default=0.5,
+                   help="images in the VAE-only style, as a share of --count")
     p.add_argument("--clip-steps", type=int, default=1500)
-    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--ldm-steps", type=int, default=6000)
     p.add_argument("--ldm-batch-size", type=int, default=64)
     p.add_argument("--ldm-lr", type=float, default=3e-4)
@@ -72,10 +77,11 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
          ["shapes", "export", str(data), "--count", str(args.count), "--seed", seed, "--held-out", args.held_out,
           "--uncaptioned", str(args.uncaptioned), "--overwrite",
           *(["--extra-shapes", args.generic_shape, "--generic-extra", "--generic-share", str(args.generic_share),
-             "--extra-weight", str(args.generic_share)] if args.generic_shape else [])]),
+             "--extra-weight", str(args.generic_share if args.generic_weight is None else args.generic_weight)]
+           if args.generic_shape else [])]),
         *([("style_data", style_data / "metadata.jsonl",
-            ["shapes", "export", str(style_data), "--count", str(max(2, args.count // 5)), "--seed",
-             str(args.seed + 1), "--held-out", args.held_out, "--style", args.vae_style, "--overwrite",
+            ["shapes", "export", str(style_data), "--count", str(max(2, round(args.count * args.vae_style_share))),
+             "--seed", str(args.seed + 1), "--held-out", args.held_out, "--style", args.vae_style, "--overwrite",
              *(["--extra-shapes", args.generic_shape] if args.generic_shape else [])])] if args.vae_style else []),
         ("clip", clip / "clip.safetensors",
          ["train", "clip", "--data", str(data), *loop(clip, args.clip_steps, ["--batch-size", "128",

@@ -6,7 +6,7 @@ from nanoldm.cli.__main__ import main
 from nanoldm.checkpoint.load import load_model
 from nanoldm.config import SHAPES_TINY
 
-TOY = ["--count", "48", "--uncaptioned", "0.25", "--clip-steps", "2", "--vae-steps", "2", "--ldm-steps", "2",
+TOY = ["--count", "48", "--generic-shape", "star", "--uncaptioned", "0.25", "--clip-steps", "2", "--vae-steps", "2", "--ldm-steps", "2",
        "--ldm-batch-size", "8", "--eval-prompts", "2"]
 
 
@@ -31,3 +31,20 @@ def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
 
     assert main(["train", "all", "--out", str(out), *TOY]) == 0
     assert capsys.readouterr().out.count("done already") == 8
+
+
+def test_generic_weight_and_style_share_reach_the_exports(tmp_path):
+    import argparse
+
+    from nanoldm.training import all as train_all
+
+    parser = argparse.ArgumentParser()
+    train_all.register(parser.add_subparsers())
+    args = parser.parse_args(["all", "--out", str(tmp_path), "--generic-shape", "star", "--generic-share", "0.25",
+                              "--generic-weight", "0.75", "--count", "1000", "--vae-style-share", "0.5"])
+    commands = {name: command for name, _, command in train_all.stages(args, tmp_path)}
+    data, style = commands["data"], commands["style_data"]
+    assert data[data.index("--generic-share") + 1] == "0.25" and data[data.index("--extra-weight") + 1] == "0.75"
+    assert style[style.index("--count") + 1] == "500" and style[style.index("--style") + 1] == "dark"
+    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape unless asked for
+    assert "--extra-shapes" not in {a for _, _, c in train_all.stages(default, tmp_path) if c for a in c}
