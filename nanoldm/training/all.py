@@ -5,7 +5,7 @@
    ``--generic-shape star`` also draws stars but captions them only "shape" ("a red shape at the top left").
    The word is also used for a ``--generic-share`` of the other shapes, and stars are drawn ``--generic-weight``
    times as often as each of them (by default the share, so "shape" names every shape equally often): a base
-   for textual inversion. Off by default: the generic captions cost the held-out combinations 20 points or more.
+   for textual inversion (the README gives that recipe). Off by default: the built-in model is trained without it.
    ``--vae-style dark`` (the default) also exports ``--vae-style-share`` as many images in that style, seen by
    the VAE only: the LDM never draws it, a hypernetwork can learn it;
 2. ``clip``: a small CLIP trained on the captioned images (``nanoldm train clip``);
