@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32",
                    help="the networks' precision: float32 (default), bfloat16 (bf16; faster on CPUs with AMX) or "
-                        "float16 (fp16; for GPUs); checked by pipelines.pipeline.parse_dtype")
+                        "float16 (fp16; for GPUs)")
 
 
 def save_images(images: list, out: Path) -> None:

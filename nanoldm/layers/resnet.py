@@ -28,4 +28,5 @@ class ResBlock(nn.Module):
             h = h + self.time_emb_proj(F.silu(emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return h.add_(skip) if inplace else skip + h
+        # in place only where the sum keeps h's dtype (under autocast skip may be float32 and h bfloat16)
+        return h.add_(skip) if inplace and h.dtype == skip.dtype else skip + h

@@ -80,3 +80,17 @@ def test_in_place_sampling_path_equals_the_training_path_bitwise():
     assert slow.requires_grad and torch.equal(fast, slow.detach())
     slow.sum().backward()  # the training path still differentiates
     assert block.conv1.weight.grad is not None
+
+
+def test_in_place_sampling_path_under_autocast_keeps_the_training_dtype():
+    """Under bf16 autocast the skip (float32) and the branch (bfloat16) differ: the sum is not done in place."""
+    from nanoldm.layers.resnet import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, emb_dim=12, norm_groups=4, eps=1e-5).eval()
+    x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            fast = block(x, emb)
+        slow = block(x, emb)
+    assert fast.dtype == slow.dtype == torch.float32 and torch.equal(fast, slow.detach())
