@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from nanoldm.data.shapes import DEFAULT_HELD_OUT
+from nanoldm.data.vocabulary import STYLES
 from nanoldm.cli.generate import add_dtype_argument
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "loaded under --token")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH", help="hypernetwork(s) to apply")
     p.add_argument("--hypernetwork-strength", type=float, default=1.0)
-    p.add_argument("--style", default=None, choices=("light", "dark"),
+    p.add_argument("--style", default=None, choices=tuple(STYLES),
                    help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
     p.add_argument("--condition", default=None, metavar="PATH",
                    help="a class or layout model's condition.safetensors: judge classes / boxes instead of prompts")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nanoldm.data.vocabulary import STYLES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shapes", help="the procedural shapes world (export it as an image folder)")
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--generic-extra", action="store_true", help="caption extra shapes with the word 'shape'")
     e.add_argument("--generic-share", type=float, default=0.0,
                    help="share of the other shapes also captioned 'shape', so that the word means any shape")
-    e.add_argument("--style", default="light", help="picture style: light (the default) or dark background")
+    e.add_argument("--style", default="light", choices=tuple(STYLES),
+                   help="picture style (the background): light (the default), dark or paper")
     e.add_argument("--extra-weight", type=float, default=1.0,
                    help="how often an extra shape is drawn relative to a base shape (default 1: as often)")
     e.add_argument("--sizes", default="", help="draw only these sizes, e.g. 'large' (default: every size)")

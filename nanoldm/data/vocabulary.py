@@ -32,8 +32,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 125, 20),
 }
 BACKGROUND = (240, 240, 240)
-# picture styles (never captioned): the background. "dark" is a style a base model never sees, for hypernetworks
-STYLES: dict[str, tuple[int, int, int]] = {"light": BACKGROUND, "dark": (28, 28, 36)}
+# picture styles (never captioned): the background. "dark" and "paper" (a warm beige) are styles a base model's
+# UNet never sees, for hypernetworks to learn
+STYLES: dict[str, tuple[int, int, int]] = {"light": BACKGROUND, "dark": (28, 28, 36), "paper": (228, 212, 170)}
 BASE_SHAPES = ("circle", "square", "triangle")
 EXTRA_SHAPES = ("star", "heart")
 SHAPES = BASE_SHAPES + EXTRA_SHAPES

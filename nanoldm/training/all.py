@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from nanoldm.data.shapes import DEFAULT_HELD_OUT
+from nanoldm.data.vocabulary import STYLES
 
 MODEL_FILE = "model.safetensors"
 
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of the base shapes also captioned 'shape'")
     p.add_argument("--generic-weight", type=float, default=None,
                    help="how often the generic shape is drawn relative to each base shape (default: --generic-share)")
-    p.add_argument("--vae-style", default="dark", choices=("dark", ""),
+    p.add_argument("--vae-style", default="dark", choices=tuple(s for s in STYLES if s != "light") + ("",),
                    help="a style exported for the VAE only; '' for none")
     p.add_argument("--vae-style-share", type=float, default=0.5,
                    help="images in the VAE-only style, as a share of --count")

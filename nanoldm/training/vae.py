@@ -20,6 +20,12 @@ samples over the training data, as LDM computes it, so ``scale_factor * z`` has 
 With ``--compare-ae AE`` (a ``vae.safetensors`` trained with ``--plain-ae``) it also writes
 ``OUT/latent_samples.png`` (:func:`sampleability_picture`).
 
+Finetuning (``--init PATH``): start from an autoencoder, a ``vae.safetensors`` or the VAE of any model file or
+folder :func:`~nanoldm.checkpoint.load.load_model` reads. With ``--decoder-only`` the encoder stays frozen, so
+the latent space and its ``scale_factor`` do not move and a UNet trained on them still works; only the decoder
+learns, e.g. to draw a style that the encoder already tells apart (how SD's ft-MSE VAE was made). With a model
+as ``--init`` it also writes ``OUT/model.safetensors``: that model with the finetuned VAE.
+
 The patch discriminator (:mod:`nanoldm.autoencoder.discriminator`) trains beside the autoencoder in the same
 optimizer step: the autoencoder's adversarial term sees the discriminator's weights detached and the
 discriminator's hinge loss sees the reconstructions detached, so each term moves only its own network. Before
@@ -41,12 +47,13 @@ from PIL import Image, ImageDraw
 
 from nanoldm.autoencoder.autoencoder import AutoencoderKL
 from nanoldm.autoencoder.discriminator import PatchDiscriminator
-from nanoldm.checkpoint.formats import CheckpointError, read_tensors, write_safetensors
+from nanoldm.checkpoint.formats import CheckpointError, read_metadata, read_tensors, write_safetensors
 from nanoldm.config import SHAPES_TINY, AutoencoderConfig, ModelConfig
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.training.loop import LOG, TrainConfig, train
 
 VAE_FILE = "vae.safetensors"
+MODEL_FILE = "model.safetensors"
 PICTURE_FILE = "latent_samples.png"
 FORMAT = "nanoldm.vae"
 LOSSES = ("l1", "l2")
@@ -237,6 +244,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--norm-groups", type=int, default=None)
     p.add_argument("--compare-ae", default=None, metavar="AE",
                    help="a plain AE's vae.safetensors: also write OUT/latent_samples.png")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="finetune this autoencoder: a vae.safetensors, or a model's VAE (then OUT/model.safetensors "
+                        "is that model with the finetuned VAE)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the decoder alone; the encoder, the latent space and scale_factor stay")
     add_loop_arguments(p, steps=2000, batch_size=32, lr=1e-3)
     p.set_defaults(run=run)
 
@@ -259,15 +271,27 @@ def run(args: argparse.Namespace) -> int:
     if args.loss not in LOSSES:
         raise ValueError(f"unknown reconstruction loss {args.loss!r}; choose one of {', '.join(LOSSES)}")
     ae = load_vae(args.compare_ae) if args.compare_ae else None  # fail before training, not after
+    vae, model = initial_autoencoder(args)
     cfg = loop_config(args)
     sources = [load_data(args.data, size=args.size, count=args.count, seed=args.seed)]
     sources += [load_data(d, size=args.size, count=args.count, seed=args.seed) for d in args.extra_data]
     images, held_out = (torch.cat([s[k] for s in sources]) for k in (0, 1))
     torch.manual_seed(cfg.seed)
-    task = VAETask(AutoencoderKL(autoencoder_config(args)), images, held_out, loss=args.loss,
+    if vae is None:
+        vae = AutoencoderKL(autoencoder_config(args))
+    if args.decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    task = VAETask(vae, images, held_out, loss=args.loss,
                    kl_weight=args.kl_weight, disc_weight=args.disc_weight, disc_start=args.disc_start)
     result = train(task, cfg, resume=args.resume)
-    vae = finish(task, cfg, result.step)
+    vae = finish(task, cfg, result.step, keep_scale=args.decoder_only)
+    if model is not None:
+        from nanoldm.checkpoint.save import save_model
+
+        model.config = dataclasses.replace(model.config, vae=vae.cfg)
+        save_model(model, Path(cfg.out_dir) / MODEL_FILE, overwrite=True)
+        print(f"wrote {Path(cfg.out_dir) / MODEL_FILE} (the --init model with this VAE)")
     for name, (_, held) in zip([args.data, *args.extra_data], sources if args.extra_data else []):
         print(f"{name}: held-out PSNR {psnr(vae, held):.2f} dB over {len(held)} images")
     print(f"held-out PSNR {psnr(vae, held_out):.2f} dB over {len(held_out)} images; "
@@ -280,15 +304,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def finish(task: VAETask, cfg: TrainConfig, step: int) -> AutoencoderKL:
-    """EMA weights if any, the latent scale, the held-out PSNR logged; writes OUT/vae.safetensors."""
+def initial_autoencoder(args: argparse.Namespace) -> tuple[AutoencoderKL | None, object | None]:
+    """``--init``'s autoencoder (None: train a new one) and the model it came from (None for a vae.safetensors),
+    with clear errors for options that contradict it."""
+    if args.init is None:
+        if args.decoder_only:
+            raise ValueError("--decoder-only finetunes an existing decoder: it needs --init PATH")
+        return None, None
+    fixed = [flag for flag, value in (("--plain-ae", args.plain_ae), ("--base-channels", args.base_channels),
+                                      ("--channel-mult", args.channel_mult), ("--norm-groups", args.norm_groups))
+             if value not in (None, False)]
+    if fixed:
+        raise ValueError(f"--init takes the architecture from {args.init}; drop {', '.join(fixed)}")
+    path = Path(args.init)
+    if path.suffix.lower() == ".safetensors" and path.is_file() and read_metadata(path).get("format") == FORMAT:
+        return load_vae(path).train(), None
+    from nanoldm.checkpoint.load import load_model
+
+    model = load_model(path)
+    return model.vae.train(), model  # trained in place: the model then holds the finetuned VAE
+
+
+def finish(task: VAETask, cfg: TrainConfig, step: int, *, keep_scale: bool = False) -> AutoencoderKL:
+    """EMA weights if any, the latent scale (unless ``keep_scale``: the encoder did not train), the held-out
+    PSNR logged; writes OUT/vae.safetensors."""
     vae, out = task.vae, Path(cfg.out_dir)
     if cfg.ema_decay is not None:
         from nanoldm.training.state import load_ema_weights
 
         load_ema_weights(vae, "vae", out / "checkpoint.safetensors")
     vae.eval()
-    scale = latent_scale(vae, task.images[:SCALE_IMAGES], seed=cfg.seed)
+    scale = vae.cfg.scale_factor if keep_scale else latent_scale(vae, task.images[:SCALE_IMAGES], seed=cfg.seed)
     if not math.isfinite(scale):
         raise FloatingPointError(f"latent std gives scale_factor {scale}; the autoencoder did not train")
     vae.cfg = dataclasses.replace(vae.cfg, scale_factor=scale)

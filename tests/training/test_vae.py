@@ -159,3 +159,39 @@ def test_extra_data_folders_train_too_and_report_their_own_psnr(tmp_path, capsys
     args[5] = str(tmp_path / "missing")
     assert main(args) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_decoder_only_finetune_keeps_the_latent_space_and_the_rest_of_the_model(tiny_model_16px, tmp_path, capsys):
+    """--init a whole model --decoder-only: only the decoder (and post_quant_conv) move; the encoder, its
+    scale_factor, the UNet and the text encoder are bit-identical in OUT/model.safetensors."""
+    from nanoldm.checkpoint.load import load_model
+    from nanoldm.checkpoint.save import save_model
+
+    base = tmp_path / "base.safetensors"
+    tiny_model_16px.vae.cfg = replace(tiny_model_16px.vae.cfg, scale_factor=0.5)
+    tiny_model_16px.config = replace(tiny_model_16px.config, vae=tiny_model_16px.vae.cfg)
+    save_model(tiny_model_16px, base)
+    out = tmp_path / "ft"
+    cmd = ["train", "vae", "--init", str(base), "--data", "shapes", "--count", "16", "--size", "16", "--steps", "3",
+           "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "0", "--out", str(out)]
+    assert main([*cmd, "--decoder-only"]) == 0
+    assert "the --init model with this VAE" in capsys.readouterr().out
+    before, after = load_model(base), load_model(out / "model.safetensors")
+    assert after.vae.cfg.scale_factor == after.config.vae.scale_factor == 0.5
+    for name, value in after.state_dict().items():
+        trained = name.startswith(("vae.decoder.", "vae.post_quant_conv."))
+        assert torch.equal(value, before.state_dict()[name]) != trained, name
+    vae = load_vae(out / "vae.safetensors")
+    assert all(torch.equal(v, after.vae.state_dict()[k]) for k, v in vae.state_dict().items())
+
+    # from a vae.safetensors, without --decoder-only: the encoder trains too, no model file is written
+    assert main(["train", "vae", "--init", str(out / "vae.safetensors"), "--data", "shapes", "--count", "16",
+                 "--size", "16", "--steps", "2", "--batch-size", "4", "--lr", "1e-2", "--out", str(tmp_path / "all")]) == 0
+    full = load_vae(tmp_path / "all/vae.safetensors")
+    assert not torch.equal(full.encoder.conv_in.weight, vae.encoder.conv_in.weight)
+    assert not (tmp_path / "all/model.safetensors").exists()
+
+    assert main(["train", "vae", "--decoder-only", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
+    assert "--decoder-only finetunes an existing decoder: it needs --init" in capsys.readouterr().err
+    assert main([*cmd, "--base-channels", "8"]) == 2
+    assert "drop --base-channels" in capsys.readouterr().err
