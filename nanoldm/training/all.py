@@ -14,12 +14,17 @@
 4. ``vae``: the autoencoder (``nanoldm train vae``);
 5. ``base``: VAE + CLIP's text tower + a fresh UNet of the ``shapes_tiny`` preset, written as one model file;
 6. ``ldm``: the text-conditioned UNet on the now fully captioned folder (``nanoldm train ldm``);
-7. ``eval``: prompt following, judged (``nanoldm eval``), written to ``OUT/eval/report.json``; with a generic
+7. ``decoder``: the VAE's decoder alone finetuned for ``--decoder-steps`` (``nanoldm train vae --init
+   --decoder-only``) on the VAE's images plus ``--decoder-style-share`` as many in ``--decoder-style`` (paper).
+   The encoder, hence the latent space the UNet learned, does not move; the decoder draws sharper colours and
+   learns a style that neither the encoder nor the UNet trained on, for a hypernetwork to find
+   (``decoder_data`` exports those images first);
+8. ``eval``: prompt following, judged (``nanoldm eval``), written to ``OUT/eval/report.json``; with a generic
    shape, also the baseline for textual inversion: large ones asked for by the generic word (a small star is
    7 pixels at 32x32, which an f=4 VAE blurs past the judge's reading).
 
 Every command run is appended to ``OUT/commands.txt`` and every stage's seconds to ``OUT/stages.jsonl``; the
-final model is ``OUT/model.safetensors``. Run it again with the same ``--out`` after a crash or Ctrl-C: stages
+final model is ``OUT/model.safetensors`` (the decoder stage's, or the LDM's with ``--decoder-steps 0``). Run it again with the same ``--out`` after a crash or Ctrl-C: stages
 whose output exists are skipped and an interrupted trainer resumes from its checkpoint (``--resume``).
 """
 from __future__ import annotations
@@ -55,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a style exported for the VAE only; '' for none")
     p.add_argument("--vae-style-share", type=float, default=0.5,
                    help="images in the VAE-only style, as a share of --count")
+    p.add_argument("--decoder-steps", type=int, default=1500,
+                   help="steps of the decoder-only VAE finetune after the LDM (0: none)")
+    p.add_argument("--decoder-style", default="paper", choices=tuple(s for s in STYLES if s != "light") + ("",),
+                   help="a style only the decoder finetune sees; '' for none")
+    p.add_argument("--decoder-style-share", type=float, default=0.3,
+                   help="images in the decoder-only style, as a share of --count")
     p.add_argument("--clip-steps", type=int, default=1500)
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--ldm-steps", type=int, default=6000)
@@ -70,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[str] | None]]:
     """(name, the file that marks it done, the nanoldm command; None for the in-process ``base`` stage)."""
     data, style_data, seed = out / "data", out / f"data_{args.vae_style}", str(args.seed)
-    clip, vae, ldm = out / "clip", out / "vae", out / "ldm"
+    decoder_data = out / f"data_{args.decoder_style}"
+    clip, vae, ldm, decoder = out / "clip", out / "vae", out / "ldm", out / "decoder"
+    vae_data = [str(data), *(["--extra-data", str(style_data)] if args.vae_style else [])]
     loop = lambda run, steps, extra: ["--out", str(run), "--steps", str(steps), "--seed", seed, *extra]  # noqa: E731
     device = ["--device", args.device] if args.device else []
     return [
@@ -81,16 +94,15 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
              "--extra-weight", str(args.generic_share if args.generic_weight is None else args.generic_weight)]
            if args.generic_shape else [])]),
         *([("style_data", style_data / "metadata.jsonl",
-            ["shapes", "export", str(style_data), "--count", str(max(2, round(args.count * args.vae_style_share))),
-             "--seed", str(args.seed + 1), "--held-out", args.held_out, "--style", args.vae_style, "--overwrite",
-             *(["--extra-shapes", args.generic_shape] if args.generic_shape else [])])] if args.vae_style else []),
+            style_export(args, style_data, args.vae_style, args.vae_style_share, args.seed + 1))]
+          if args.vae_style else []),
         ("clip", clip / "clip.safetensors",
          ["train", "clip", "--data", str(data), *loop(clip, args.clip_steps, ["--batch-size", "128",
                                                                             "--warmup-steps", "50"])]),
         ("caption", out / "captioned", ["caption", str(data), "--clip", str(clip / "clip.safetensors"),
                                         *(["--generic-noun"] if args.generic_shape else [])]),
         ("vae", vae / "vae.safetensors",
-         ["train", "vae", "--data", str(data), *(["--extra-data", str(style_data)] if args.vae_style else []),
+         ["train", "vae", "--data", *vae_data,
           *loop(vae, args.vae_steps, ["--batch-size", "32", "--warmup-steps", "50"])]),
         ("base", out / "base.safetensors", None),
         ("ldm", ldm / MODEL_FILE,
@@ -98,12 +110,31 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
           *loop(ldm, args.ldm_steps, ["--batch-size", str(args.ldm_batch_size), "--lr", str(args.ldm_lr),
                                       "--warmup-steps", "100", "--ema-decay", "0.999", "--sample-every", "1000",
                                       *device])]),
+        *([("decoder_data", decoder_data / "metadata.jsonl",
+            style_export(args, decoder_data, args.decoder_style, args.decoder_style_share, args.seed + 2))]
+          if args.decoder_steps and args.decoder_style else []),
+        *([("decoder", decoder / MODEL_FILE,
+            ["train", "vae", "--init", str(ldm / MODEL_FILE), "--decoder-only", "--data", *vae_data,
+             *(([] if args.vae_style else ["--extra-data"]) + [str(decoder_data)] if args.decoder_style else []),
+             *loop(decoder, args.decoder_steps, ["--batch-size", "32", "--lr", "3e-4", "--warmup-steps", "50"])])]
+          if args.decoder_steps else []),
         ("eval", out / "eval" / "report.json",
-         ["eval", "--model", str(ldm / MODEL_FILE), "--held-out", args.held_out, "--out", str(out / "eval"),
+         ["eval", "--model", str(final_model(args, out)), "--held-out", args.held_out, "--out", str(out / "eval"),
           "--singles", str(args.eval_prompts), "--pairs", str(max(1, 2 * args.eval_prompts // 3)),
           "--held-out-count", str(max(1, args.eval_prompts // 2)),
           *(["--concept", args.generic_shape, "--concept-sizes", "large"] if args.generic_shape else []), *device]),
     ]
+
+
+def style_export(args: argparse.Namespace, folder: Path, style: str, share: float, seed: int) -> list[str]:
+    """The ``shapes export`` command of images in ``style`` that only an autoencoder stage sees."""
+    return ["shapes", "export", str(folder), "--count", str(max(2, round(args.count * share))), "--seed", str(seed),
+            "--held-out", args.held_out, "--style", style, "--overwrite",
+            *(["--extra-shapes", args.generic_shape] if args.generic_shape else [])]
+
+
+def final_model(args: argparse.Namespace, out: Path) -> Path:
+    return out / ("decoder" if args.decoder_steps else "ldm") / MODEL_FILE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             f.write(f"nanoldm {shlex.join(command)}\n" if command else f"# {name}: assemble_base()\n")
         with open(out / "stages.jsonl", "a") as f:
             f.write(json.dumps({"stage": name, "seconds": round(seconds, 1)}) + "\n")
-    shutil.copyfile(out / "ldm" / MODEL_FILE, out / MODEL_FILE)
+    shutil.copyfile(final_model(args, out), out / MODEL_FILE)
     print(f"model: {out / MODEL_FILE} ({(time.perf_counter() - started) / 60:.1f} min in this run; "
           f"stage times in {out / 'stages.jsonl'})")
     return 0

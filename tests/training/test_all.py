@@ -7,7 +7,7 @@ from nanoldm.checkpoint.load import load_model
 from nanoldm.config import SHAPES_TINY
 
 TOY = ["--count", "48", "--generic-shape", "star", "--uncaptioned", "0.25", "--clip-steps", "2", "--vae-steps", "2", "--ldm-steps", "2",
-       "--ldm-batch-size", "8", "--eval-prompts", "2"]
+       "--decoder-steps", "2", "--ldm-batch-size", "8", "--eval-prompts", "2"]
 
 
 def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
@@ -17,20 +17,23 @@ def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
     assert "wrote 12 captions (36 images already had one)" in printed
     commands = (out / "commands.txt").read_text().splitlines()
     assert [c.split()[1] for c in commands if c.startswith("nanoldm")] == ["shapes", "shapes", "train", "caption",
-                                                                            "train", "train", "eval"]
+                                                                            "train", "train", "shapes", "train", "eval"]
     stages = [json.loads(line)["stage"] for line in (out / "stages.jsonl").read_text().splitlines()]
-    assert stages == ["data", "style_data", "clip", "caption", "vae", "base", "ldm", "eval"]
+    assert stages == ["data", "style_data", "clip", "caption", "vae", "base", "ldm", "decoder_data", "decoder", "eval"]
     model = load_model(out / "model.safetensors")
     assert model.config.unet == SHAPES_TINY.unet and model.config.image_size == 32
-    base = load_model(out / "base.safetensors")
-    for name, tensor in base.vae.state_dict().items():  # the trained VAE went in unchanged
-        assert tensor.equal(model.vae.state_dict()[name])
+    base, ldm = load_model(out / "base.safetensors"), load_model(out / "ldm" / "model.safetensors")
+    for name, tensor in model.state_dict().items():  # the decoder stage moved the decoder alone
+        assert tensor.equal(ldm.state_dict()[name]) != name.startswith(("vae.decoder.", "vae.post_quant_conv.")), name
+    for name, tensor in base.vae.state_dict().items():  # the trained VAE went into the LDM stage unchanged
+        assert tensor.equal(ldm.vae.state_dict()[name])
+    assert "data_paper: held-out PSNR" in printed  # the decoder learned the paper style
     report = json.loads((out / "eval" / "report.json").read_text())
     assert set(report["groups"]) == {"single", "pair", "held_out", "held_out_pair", "concept"}
     assert "data_dark: held-out PSNR" in printed  # the VAE saw the dark style too, and says how it does on it
 
     assert main(["train", "all", "--out", str(out), *TOY]) == 0
-    assert capsys.readouterr().out.count("done already") == 8
+    assert capsys.readouterr().out.count("done already") == 10
 
 
 def test_generic_weight_and_style_share_reach_the_exports(tmp_path):
