@@ -199,16 +199,17 @@ def test_generic_share_renames_some_base_shapes_and_changes_no_pixel():
         ShapesWorld(generic_share=2.0)
 
 
-def test_dark_style_changes_only_the_background_and_the_judge_sees_it():
+@pytest.mark.parametrize("style", ["dark", "paper"])
+def test_a_style_changes_only_the_background_and_the_judge_sees_it(style):
     from nanoldm.data.vocabulary import STYLES
     from nanoldm.evaluation.shapes_judge import score, style_of
 
-    light, dark = ShapesWorld(count=40, seed=8), ShapesWorld(count=40, seed=8, style="dark")
-    for a, b in zip(light, dark):
+    light, styled = ShapesWorld(count=40, seed=8), ShapesWorld(count=40, seed=8, style=style)
+    for a, b in zip(light, styled):
         assert a.caption == b.caption and np.array_equal(a.masks, b.masks)
         outside = ~a.masks.any(0) & ~b.masks.any(0)  # pixels no object touches
-        assert (b.image[outside] == STYLES["dark"]).mean() > 0.9 and (a.image[outside] == STYLES["light"]).mean() > 0.9
-        assert style_of(a.pil()) == "light" and style_of(b.pil()) == "dark"
+        assert (b.image[outside] == STYLES[style]).mean() > 0.9 and (a.image[outside] == STYLES["light"]).mean() > 0.9
+        assert style_of(a.pil()) == "light" and style_of(b.pil()) == style
         assert score(b.pil(), b.caption)["all_correct"]
     with pytest.raises(ValueError, match="unknown style"):
         ShapesWorld(style="sepia")

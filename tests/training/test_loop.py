@@ -198,7 +198,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
            str(tmp_path / "ddp"), "ddp"]
-    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
+    run = subprocess.run(cmd, env=env, timeout=120, capture_output=True, text=True)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     train(Regression(**DDP_TASK), config(tmp_path / "one", **DDP_RUN), progress=False)
     ta, tb = tensors(tmp_path / "ddp"), tensors(tmp_path / "one")
     for k in ta:
