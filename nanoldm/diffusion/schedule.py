@@ -64,6 +64,11 @@ class NoiseSchedule:
     def num_train_timesteps(self) -> int:
         return len(self.betas)
 
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of integer steps ``t`` (float32, t's shape)."""
+        ab = self.alphas_cumprod.to(t.device)[t]
+        return (ab / (1.0 - ab)).float()
+
     # --- forward process and its posterior (VP space) ------------------------------------------------
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"latent cache: {path} ({len(cache)} images)")
     task = EmbeddingTask(model, cache, token_captions(captions, args.init_word, args.token), args.token, vectors,
                          sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None,
-                         cond_drop=args.cond_drop)
+                         cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma)
     result = train(task, loop_config(args), resume=args.resume)
     base = Path(args.model)
     embedding = Embedding(args.token, task.finish(result.checkpoint).cpu(), result.step,

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
         torch.manual_seed(args.seed)
         hn = Hypernetwork(widths, options, name=name, sd_checkpoint=model_hash(base) if base.is_file() else None,
                           sd_checkpoint_name=base.stem)
-    task = HypernetworkTask(model, cache, hn, cond_drop=args.cond_drop,
+    task = HypernetworkTask(model, cache, hn, cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma,
                             sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
     result = train(task, loop_config(args), resume=args.resume)
     remove_hypernetworks(model.unet)

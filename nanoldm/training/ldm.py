@@ -7,7 +7,10 @@ The loss (Rombach et al. 2022, eq. 2; Ho et al. 2020, algorithm 1), for a batch 
    the same UNet also learns the unconditional model that classifier-free guidance needs (Ho & Salimans 2022);
 3. t ~ U{0, ..., T-1}, eps ~ N(0, I), z_t = sqrt(ab_t) z0 + sqrt(1 - ab_t) eps;
 4. loss = || target - unet(z_t, t, c) ||^2 with target = eps (eps-prediction) or
-   v = sqrt(ab_t) eps - sqrt(1 - ab_t) z0 (v-prediction, Salimans & Ho 2022).
+   v = sqrt(ab_t) eps - sqrt(1 - ab_t) z0 (v-prediction, Salimans & Ho 2022). With ``--min-snr-gamma G``
+   each sample's error is weighted by min(SNR_t, G) / SNR_t (eps) or min(SNR_t, G) / (SNR_t + 1) (v), the
+   Min-SNR weighting of Hang et al. 2023 (kohya's ``--min_snr_gamma``; the paper uses G = 5), so the nearly
+   clean steps, which are easy, stop dominating the gradient.
 
 Every random draw (z0, the drop, t, eps) comes from the loop's generator, so a resumed run is exact.
 Only the UNet is trained and checkpointed; the VAE and text encoder come from the base model and stay
@@ -43,14 +46,23 @@ PREDICTIONS = {"eps": PredictionType.EPSILON, "v": PredictionType.V}
 CONDITIONS = ("text", "class", "layout", "mask")
 
 
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction: PredictionType) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): min(SNR, gamma) / SNR for eps-prediction, and
+    min(SNR, gamma) / (SNR + 1) for v-prediction (its loss already carries a factor SNR + 1 over eps')."""
+    return snr.clamp(max=gamma) / (snr if prediction is PredictionType.EPSILON else snr + 1)
+
+
 class LDMTask:
     """The :class:`~nanoldm.training.loop.Task` of a text-conditioned LDM over a :class:`LatentCache`."""
 
     def __init__(self, model: LatentDiffusion, cache: LatentCache, *, cond_drop: float = 0.1,
-                 sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS, sample_steps: int = 20, cfg_scale: float = 5.0):
+                 sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS, sample_steps: int = 20, cfg_scale: float = 5.0,
+                 min_snr_gamma: float | None = None):
         if not 0.0 <= cond_drop <= 1.0:
             raise ValueError(f"cond_drop must be in [0, 1], got {cond_drop}")
-        self.model, self.cond_drop = model, cond_drop
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"--min-snr-gamma must be positive, got {min_snr_gamma}")
+        self.model, self.cond_drop, self.min_snr_gamma = model, cond_drop, min_snr_gamma
         self.schedule = NoiseSchedule.from_config(model.config.schedule)
         self.prediction = model.config.schedule.prediction_type
         self.sample_prompts, self.sample_steps, self.cfg_scale = sample_prompts, sample_steps, cfg_scale
@@ -81,7 +93,11 @@ class LDMTask:
         noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(device)
         z_t = self.unet_input(self.schedule.q_sample(z0, t, noise), indices.to(device), generator)
         target = noise if self.prediction is PredictionType.EPSILON else self.schedule.velocity(z0, noise, t)
-        return F.mse_loss(self.model.unet(z_t, t, context).float(), target)
+        prediction = self.model.unet(z_t, t, context).float()
+        if self.min_snr_gamma is None:
+            return F.mse_loss(prediction, target)
+        weight = min_snr_weight(self.schedule.snr(t), self.min_snr_gamma, self.prediction)  # (B,)
+        return ((prediction - target).pow(2).flatten(1).mean(1) * weight).mean()
 
     def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """Step 2: the captions' contexts, the empty prompt's where dropped. Shapes: (B,), (B,) bool -> (B, L, D).
@@ -202,6 +218,8 @@ def add_latent_arguments(p: argparse.ArgumentParser, *, cond_drop: float) -> Non
     """The options of every trainer on a frozen VAE's latent cache (ldm, embedding, hypernetwork)."""
     p.add_argument("--cond-drop", type=float, default=cond_drop, help="probability of training on the empty prompt")
     p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/cache)")
+    p.add_argument("--min-snr-gamma", type=float, default=None, metavar="G",
+                   help="Min-SNR loss weighting min(SNR, G) / SNR (Hang et al. 2023; 5 is usual); default: off")
     p.add_argument("--sample-prompt", action="append", default=None, help="prompt of the sample grid (repeat)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
 
@@ -222,7 +240,7 @@ def run(args: argparse.Namespace) -> None:
     cache, path = load_or_build(pixels, captions, model, args.cache or Path(args.out) / "cache", progress=True)
     print(f"latent cache: {path} ({len(cache)} images, {len(cache.contexts)} distinct captions)")
     if args.condition == "text":
-        task = LDMTask(model, cache, cond_drop=args.cond_drop,
+        task = LDMTask(model, cache, cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma,
                        sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
     else:
         task = conditioned_task(args.condition, model, cache, pixels, args)

@@ -201,11 +201,13 @@ def conditioned_task(kind: str, model: LatentDiffusion, cache: LatentCache, pixe
         torch.manual_seed(args.seed)
         if kind == "class":
             return ClassLDMTask(model, cache, conds.labels, ClassEmbedding(NUM_CLASSES, width),
-                                cond_drop=args.cond_drop)
+                                cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma)
         if kind == "layout":
             encoder = LayoutEncoder(NUM_CLASSES, width, MAX_OBJECTS, FOURIER_BANDS)
-            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, cond_drop=args.cond_drop)
-    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, cond_drop=args.cond_drop)
+            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, cond_drop=args.cond_drop,
+                                 min_snr_gamma=args.min_snr_gamma)
+    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, cond_drop=args.cond_drop,
+                       min_snr_gamma=args.min_snr_gamma)
 
 
 def condition_spec(module: torch.nn.Module) -> dict:

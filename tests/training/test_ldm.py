@@ -1,6 +1,7 @@
 """The LDM trainer on a tiny model and a few dozen 16x16 shapes images."""
 import json
 
+import pytest
 import torch
 
 from nanoldm.checkpoint.load import load_model
@@ -55,7 +56,8 @@ def test_cli_end_to_end_with_resume(model, tmp_path):
     save_model(model, base)
     args = ["train", "ldm", "--data", "shapes", "--count", "16", "--model", str(base), "--out", str(out),
             "--batch-size", "4", "--warmup-steps", "0", "--checkpoint-every", "1", "--ema-decay", "0.9",
-            "--sample-every", "2", "--sample-prompt", "a red circle", "--prediction", "v", "--device", "cpu"]
+            "--sample-every", "2", "--sample-prompt", "a red circle", "--prediction", "v", "--device", "cpu",
+            "--min-snr-gamma", "5"]
     assert main(args + ["--steps", "2"]) == 0
     assert main(args + ["--steps", "4", "--resume"]) == 0
     assert len(list((out / "cache").glob("latents-*.safetensors"))) == 1
@@ -66,3 +68,27 @@ def test_cli_end_to_end_with_resume(model, tmp_path):
     assert trained.config.schedule.prediction_type is PredictionType.V and trained.config.image_size == 16
     images = Pipeline(trained).txt2img("a red circle", steps=2, seed=0, progress=False)
     assert images[0].size == (16, 16)
+
+
+def test_min_snr_gamma_weights_each_sample(model, data, capsys):
+    from nanoldm.diffusion.schedule import NoiseSchedule
+    from nanoldm.training.ldm import min_snr_weight
+
+    schedule = NoiseSchedule.from_config(model.config.schedule)
+    t = torch.arange(schedule.num_train_timesteps)
+    snr = schedule.snr(t)
+    ab = schedule.alphas_cumprod
+    torch.testing.assert_close(snr, (ab / (1 - ab)).float())
+    assert (snr[1:] < snr[:-1]).all() and snr[0] > 1000 and snr[-1] < 0.01  # SD's schedule: clean to pure noise
+    eps, v = (min_snr_weight(snr, 5.0, p) for p in (PredictionType.EPSILON, PredictionType.V))
+    torch.testing.assert_close(eps, torch.where(snr > 5, 5 / snr, torch.ones_like(snr)))
+    torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+
+    cache = build_latent_cache(*data, model)
+    plain = LDMTask(model, cache).loss(torch.arange(8), torch.Generator().manual_seed(1))
+    huge = LDMTask(model, cache, min_snr_gamma=1e12).loss(torch.arange(8), torch.Generator().manual_seed(1))
+    five = LDMTask(model, cache, min_snr_gamma=5.0).loss(torch.arange(8), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(huge, plain)  # every weight 1: the plain mean squared error
+    assert five < plain  # the nearly clean steps count for less
+    with pytest.raises(ValueError, match="--min-snr-gamma must be positive"):
+        LDMTask(model, cache, min_snr_gamma=0.0)
