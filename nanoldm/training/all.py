@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ldm-steps", type=int, default=6000)
     p.add_argument("--ldm-batch-size", type=int, default=64)
     p.add_argument("--ldm-lr", type=float, default=3e-4)
+    p.add_argument("--ldm-min-snr-gamma", type=float, default=None, metavar="G",
+                   help="Min-SNR loss weighting of the LDM stage (train ldm --min-snr-gamma); default: off")
     p.add_argument("--eval-prompts", type=int, default=96,
                    help="one-object prompts of the final eval (two-object: 2/3 as many; each held-out group: half)")
     p.add_argument("--seed", type=int, default=0)
@@ -109,7 +111,8 @@ def stages(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[st
          ["train", "ldm", "--model", str(out / "base.safetensors"), "--data", str(data),
           *loop(ldm, args.ldm_steps, ["--batch-size", str(args.ldm_batch_size), "--lr", str(args.ldm_lr),
                                       "--warmup-steps", "100", "--ema-decay", "0.999", "--sample-every", "1000",
-                                      *device])]),
+                                      *(["--min-snr-gamma", str(args.ldm_min_snr_gamma)]
+                                        if args.ldm_min_snr_gamma is not None else []), *device])]),
         *([("decoder_data", decoder_data / "metadata.jsonl",
             style_export(args, decoder_data, args.decoder_style, args.decoder_style_share, args.seed + 2))]
           if args.decoder_steps and args.decoder_style else []),

@@ -44,10 +44,14 @@ def test_generic_weight_and_style_share_reach_the_exports(tmp_path):
     parser = argparse.ArgumentParser()
     train_all.register(parser.add_subparsers())
     args = parser.parse_args(["all", "--out", str(tmp_path), "--generic-shape", "star", "--generic-share", "0.25",
-                              "--generic-weight", "0.75", "--count", "1000", "--vae-style-share", "0.5"])
+                              "--generic-weight", "0.75", "--count", "1000", "--vae-style-share", "0.5",
+                              "--ldm-min-snr-gamma", "5"])
     commands = {name: command for name, _, command in train_all.stages(args, tmp_path)}
     data, style = commands["data"], commands["style_data"]
     assert data[data.index("--generic-share") + 1] == "0.25" and data[data.index("--extra-weight") + 1] == "0.75"
     assert style[style.index("--count") + 1] == "500" and style[style.index("--style") + 1] == "dark"
-    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape unless asked for
-    assert "--extra-shapes" not in {a for _, _, c in train_all.stages(default, tmp_path) if c for a in c}
+    ldm = commands["ldm"]
+    assert ldm[ldm.index("--min-snr-gamma") + 1] == "5.0"
+    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape, no Min-SNR unless asked for
+    flags = {a for _, _, c in train_all.stages(default, tmp_path) if c for a in c}
+    assert "--extra-shapes" not in flags and "--min-snr-gamma" not in flags
