@@ -42,6 +42,9 @@ from nanoldm.data.vocabulary import STYLES
 MODEL_FILE = "model.safetensors"
 
 
+ONE_STAGE_STYLES = tuple(s for s in STYLES if s != "light") + ("",)  # styles a single stage may add; '' for none
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("all", help="the whole chain: data -> CLIP -> captions -> VAE -> LDM -> eval",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,13 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of the base shapes also captioned 'shape'")
     p.add_argument("--generic-weight", type=float, default=None,
                    help="how often the generic shape is drawn relative to each base shape (default: --generic-share)")
-    p.add_argument("--vae-style", default="dark", choices=tuple(s for s in STYLES if s != "light") + ("",),
+    p.add_argument("--vae-style", default="dark", choices=ONE_STAGE_STYLES,
                    help="a style exported for the VAE only; '' for none")
     p.add_argument("--vae-style-share", type=float, default=0.5,
                    help="images in the VAE-only style, as a share of --count")
     p.add_argument("--decoder-steps", type=int, default=1500,
                    help="steps of the decoder-only VAE finetune after the LDM (0: none)")
-    p.add_argument("--decoder-style", default="paper", choices=tuple(s for s in STYLES if s != "light") + ("",),
+    p.add_argument("--decoder-style", default="paper", choices=ONE_STAGE_STYLES,
                    help="a style only the decoder finetune sees; '' for none")
     p.add_argument("--decoder-style-share", type=float, default=0.3,
                    help="images in the decoder-only style, as a share of --count")
