@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--samplers", default=",".join(SCHEDULERS), help="txt2img rows for these samplers")
+    p.add_argument("--no-sd", action="store_true", help="skip the SD_V1-size UNet rows")
     p.add_argument("--dtypes", default="float32,bfloat16",
                    help="precisions of the txt2img rows, both pipelines in each (bfloat16 is fast where AMX exists)")
     args = p.parse_args()
@@ -71,12 +73,12 @@ def main() -> None:
         folder = Path(tmp) / "tiny"
         write_reference_folder(SHAPES_TINY, folder)
         for name in args.dtypes.split(","):
-            for sampler in SCHEDULERS:
+            for sampler in args.samplers.split(","):
                 ours, theirs = bench_txt2img(folder, sampler, batch, steps, size, repeats, parse_dtype(name))
                 print(row(f"txt2img {sampler}, {name}, SHAPES_TINY {size}x{size}, batch {batch}, CFG, {steps} steps,"
                           " s/image", ours, theirs, "s"), flush=True)
     args.child_batch = 2  # one CFG step: unconditional + conditional halves of one image
-    for name in args.dtypes.split(","):
+    for name in ([] if args.no_sd else args.dtypes.split(",")):
         args.child_dtype = str(parse_dtype(name)).removeprefix("torch.")
         ours_mb, ref_mb, ours_s, ref_s = bench_peak_memory(args, 2, 32 if args.quick else 64, 1 if args.quick else 3)
         print(row(f"SD_V1 UNet, one CFG step (batch 2), 64x64 latents, {name}, time", ours_s, ref_s, "s"))

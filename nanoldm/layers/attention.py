@@ -18,7 +18,10 @@ class Attention(nn.Module):
 
     In cross-attention at inference the context (the prompt) is the same at every sampling step, so its keys and
     values are kept and reused while the context tensor, its version and the K/V weights are unchanged and no
-    hook is set (``_kv_key``); with gradients on nothing is kept.
+    hook is set (``_kv_key``); with gradients on nothing is kept. A batch usually repeats each context (a prompt's
+    images; the negative prompt's half of a guided batch): keys and values are then computed once per run of equal
+    consecutive contexts, and the run's images attend as one longer query sequence (a view of the batch; each
+    query's softmax is the same, so the result equals the per-image one up to float rounding).
     """
 
     def __init__(self, query_dim: int, *, context_dim: int | None = None, heads: int, head_dim: int,
@@ -32,33 +35,51 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
         self.context_hook = None  # callable(context) -> (context_for_k, context_for_v)
-        self._kv: tuple | None = None  # (context, key, k, v) of the last cross-attention context, see _kv_key
+        self._kv: tuple | None = None  # (context, key, k, v, run) of the last cross-attention context, see _kv_key
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, N, query_dim), context (B, M, context_dim) -> (B, N, query_dim)."""
+        B, N, _ = x.shape
         if context is not None and self.context_hook is None and not torch.is_grad_enabled():
-            key = self._kv_key(context)
-            if self._kv is None or self._kv[0] is not context or self._kv[1] != key:
-                self._kv = (context, key, self.to_k(context), self.to_v(context))  # holding context keeps its id
-            q, k, v = self.to_q(x), self._kv[2], self._kv[3]
+            k, v, run = self._cached_kv(context)  # (B / run, M, h*d) twice
+            q = self.to_q(x).reshape(B // run, run * N, -1)  # a run's queries side by side: (B / run, run*N, h*d)
         else:
             context = x if context is None else context
             ctx_k = ctx_v = context
             if self.context_hook is not None:
                 ctx_k, ctx_v = self.context_hook(context)
             q, k, v = self.to_q(x), self.to_k(ctx_k), self.to_v(ctx_v)
-        B, N, _ = q.shape
-        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, h, N|M, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B', h, N'|M, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N', d)
         out = out.transpose(1, 2).reshape(B, N, -1)  # (B, N, h*d)
         return self.to_out[0](out)
 
+    def _cached_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Keys and values of the distinct contexts, and the length of the runs of equal consecutive contexts
+        (1 where the runs are not all equally long). Computed again only when ``_kv_key`` changes."""
+        key = self._kv_key(context)
+        if self._kv is None or self._kv[0] is not context or self._kv[1] != key:
+            run = _run_length(context)
+            distinct = context[::run]
+            self._kv = (context, key, self.to_k(distinct), self.to_v(distinct), run)  # holding context keeps its id
+        return self._kv[2], self._kv[3], self._kv[4]
 
     def _kv_key(self, context: torch.Tensor) -> tuple:
         """What cached keys and values depend on besides the context tensor's identity: its in-place version and
         the K/V weights (their versions, bumped by load_state_dict or an optimizer step, and storage)."""
         params = [p for m in (self.to_k, self.to_v) for p in m.parameters()]
         return (context._version, *(p._version for p in params), *(p.data_ptr() for p in params))
+
+
+def _run_length(context: torch.Tensor) -> int:
+    """g where the batch is runs of g equal consecutive items (B/g distinct ones, each repeated g times), else 1.
+
+    Shapes: context (B, ...)."""
+    B = context.shape[0]
+    starts = [0] + [i + 1 for i, same in enumerate((context[1:] == context[:-1]).flatten(1).all(1).tolist())
+                    if not same] + [B]
+    lengths = {b - a for a, b in zip(starts, starts[1:])}
+    return lengths.pop() if len(lengths) == 1 else 1
 
 
 class SpatialSelfAttention(nn.Module):

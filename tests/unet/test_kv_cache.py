@@ -53,3 +53,24 @@ def test_hooks_and_gradients_bypass_the_cache():
     out = unet(x, t, context.requires_grad_())
     out.sum().backward()
     assert context.grad is not None and context.grad.abs().sum() > 0
+
+
+def test_repeated_contexts_attend_as_one_sequence_and_match_the_per_image_result():
+    """A guided batch repeats each context (the prompt's images, the negative prompt's half): keys and values are
+    computed once per run of equal contexts and the run's queries attend together; the result is the per-image one."""
+    from nanoldm.layers.attention import _run_length
+
+    unet, _, _, _ = unet_and_inputs()
+    a, b = torch.randn(2, 1, 7, TINY_UNET.context_dim)
+    x, t = torch.randn(6, 4, 8, 8), torch.linspace(10, 900, 6)
+    for context, run in ((torch.cat([a.expand(3, -1, -1), b.expand(3, -1, -1)]), 3),
+                         (torch.cat([a, a, b, b, a, a]), 2),
+                         (torch.cat([a, a, a, b, b, a]), 1),  # runs of unequal length: no grouping
+                         (torch.cat([a, b, a, b, a, b]), 1)):
+        assert _run_length(context) == run
+        with torch.no_grad():
+            cached = unet(x, t, context)
+        kv = [m._kv for m in unet.modules() if isinstance(m, Attention) and m._kv is not None]
+        assert kv and all(k[2].shape[0] == 6 // run and k[4] == run for k in kv)
+        torch.testing.assert_close(cached, fresh(unet, x, t, context), rtol=1e-5, atol=1e-5)
+    assert _run_length(torch.randn(1, 3, 4)) == 1

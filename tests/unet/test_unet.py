@@ -94,3 +94,22 @@ def test_in_place_sampling_path_under_autocast_keeps_the_training_dtype():
             fast = block(x, emb)
         slow = block(x, emb)
     assert fast.dtype == slow.dtype == torch.float32 and torch.equal(fast, slow.detach())
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_geglu_in_place_sampling_path_equals_the_training_path(autocast):
+    """Without gradients GEGLU applies GELU and the gate product inside the projection's output: the same numbers
+    up to the rounding of the output matmul (which reads a strided input there), in the training path's dtype."""
+    from nanoldm.unet.transformer import FeedForward
+
+    torch.manual_seed(0)
+    ff = FeedForward(16).eval()
+    x = torch.randn(2, 10, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            fast = ff(x)
+        slow = ff(x)
+    assert slow.requires_grad and fast.dtype == slow.dtype == (torch.bfloat16 if autocast else torch.float32)
+    tol = 1e-2 if autocast else 1e-6
+    torch.testing.assert_close(fast, slow.detach(), rtol=tol, atol=tol)
+    assert not torch.equal(fast, torch.zeros_like(fast))
