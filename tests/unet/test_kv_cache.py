@@ -1,5 +1,6 @@
-"""Cross-attention keeps the prompt's keys and values between sampling steps; they must never go stale: a new
-context, a context changed in place, new weights, a hook or gradients all give a fresh computation."""
+"""Cross-attention keeps the prompt's keys and values between sampling steps, and small self-attentions keep their
+stacked Q/K/V weights; they must never go stale: a new context, a context changed in place, new weights, a hook or
+gradients all give a fresh computation."""
 import torch
 
 from nanoldm.layers.attention import Attention
@@ -25,6 +26,7 @@ def test_cached_steps_equal_uncached_ones_bitwise():
     with torch.no_grad():
         first, second = unet(x, t, context), unet(x * 0.5, t, context)
     assert any(a._kv is not None for a in unet.modules() if isinstance(a, Attention))
+    assert any(a._qkv is not None for a in unet.modules() if isinstance(a, Attention))  # fused self-attention ran
     assert torch.equal(first, fresh(unet, x, t, context)) and torch.equal(second, fresh(unet, x * 0.5, t, context))
 
 
