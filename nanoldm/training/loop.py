@@ -145,7 +145,10 @@ class _Run:
         if any(id(p) not in by_id for p in params):
             raise ValueError("task.parameters() holds a parameter outside task.modules(): it would not be saved")
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        # the fused kernel: the same update (to float rounding) as the for-each one, 3x faster on a CPU (tiny UNet)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                           fused=fused)
         self.ema = EMA({by_id[id(p)]: p for p in params}, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.generator = torch.Generator().manual_seed(cfg.seed + self.rank)
         self.order = ExampleOrder(task.num_examples(), cfg.seed)
