@@ -73,6 +73,10 @@ class LDMTask:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.model.unet}
 
+    def options(self) -> dict:
+        """What the loss depends on beyond the config; a resume must keep them (see the loop)."""
+        return {"cond_drop": self.cond_drop, "min_snr_gamma": self.min_snr_gamma, "prediction": self.prediction.value}
+
     def num_examples(self) -> int:
         return len(self.cache)
 

@@ -66,8 +66,9 @@ class TrainConfig:
 
 class Task(Protocol):
     """What a trainer provides. Optional: ``parameters()`` (default: all params of ``modules()`` that require
-    grad), ``sample(step) -> PIL.Image`` (a grid drawn with the EMA weights every ``sample_every`` steps) and
-    ``set_step(step)`` (called before each step, for losses that change with it)."""
+    grad), ``sample(step) -> PIL.Image`` (a grid drawn with the EMA weights every ``sample_every`` steps),
+    ``set_step(step)`` (called before each step, for losses that change with it) and ``options() -> dict`` (what
+    else the loss depends on, JSON-able: saved with the checkpoint and, like the config, checked on resume)."""
 
     def modules(self) -> dict[str, torch.nn.Module]: ...
     def num_examples(self) -> int: ...
@@ -165,13 +166,16 @@ class _Run:
         if self.rank == 0:
             save_checkpoint(self.out / CHECKPOINT, modules=self.modules, optimizer=self.optimizer,
                             ema=self.ema.state_dict() if self.ema else None, rng=rng,
-                            meta={"step": self.step, "examples": self.examples, "config": _config_json(self.cfg)})
+                            meta={"step": self.step, "examples": self.examples, "config": _config_json(self.cfg),
+                                  "task": _task_options(self.task)})
         distributed.barrier(self.world)
 
     def load(self) -> None:
         path = self.out / CHECKPOINT
         tensors, meta = read_checkpoint(path)
-        _check_config(path, meta["config"], self.cfg)
+        _check_unchanged(path, "the config", meta["config"], _config_json(self.cfg), RESUMABLE_CHANGES)
+        if "task" in meta:  # checkpoints of older versions did not record the task's options
+            _check_unchanged(path, "the training options", meta["task"], _task_options(self.task))
         load_modules(path, self.modules, tensors)
         load_optimizer(self.optimizer, tensors, meta["param_groups"])
         if self.ema:
@@ -184,11 +188,15 @@ def _config_json(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _check_config(path: Path, saved: dict, cfg: TrainConfig) -> None:
-    now = _config_json(cfg)
-    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+def _task_options(task: Task) -> dict:
+    return json.loads(json.dumps(task.options())) if hasattr(task, "options") else {}
+
+
+def _check_unchanged(path: Path, what: str, saved: dict, now: dict, may_change: set[str] = frozenset()) -> None:
+    keys = (saved.keys() | now.keys()) - may_change
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(keys) if saved.get(k) != now.get(k)}
     if diff:
-        raise CheckpointError(f"{path}: cannot resume, the config differs from the checkpoint's: "
+        raise CheckpointError(f"{path}: cannot resume, {what} changed since the checkpoint: "
                               + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
 
 

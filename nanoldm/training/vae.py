@@ -114,6 +114,11 @@ class VAETask:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae, **({"discriminator": self.discriminator} if self.discriminator else {})}
 
+    def options(self) -> dict:
+        """What the loss depends on beyond the config; a resume must keep them (see the loop)."""
+        return {"loss": self.loss_kind, "kl_weight": self.kl_weight, "disc_weight": self.disc_weight,
+                "disc_start": self.disc_start}
+
     def set_step(self, step: int) -> None:
         """The loop tells the task its step before each one (the discriminator starts at ``disc_start``)."""
         self.step = step

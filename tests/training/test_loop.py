@@ -189,6 +189,23 @@ def test_bad_resumes_and_nan_loss_are_clear_errors(tmp_path):
     assert step_of(tmp_path) == 5
 
 
+def test_resume_with_other_task_options_is_a_clear_error(tmp_path):
+    """What the loss depends on outside the config (e.g. --min-snr-gamma) is saved and checked like the config."""
+    class Weighted(Regression):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+        def options(self):
+            return {"weight": self.weight}
+
+    train(Weighted(None), config(tmp_path, steps=3), progress=False)
+    with pytest.raises(CheckpointError, match="training options changed since the checkpoint: weight was None, now 5"):
+        train(Weighted(5.0), config(tmp_path, steps=6), resume=True, progress=False)
+    assert step_of(tmp_path) == 3
+    assert train(Weighted(None), config(tmp_path, steps=6), resume=True, progress=False).step == 6
+
+
 def test_bf16_autocast_runs(tmp_path):
     result = train(Regression(), config(tmp_path, steps=3, bf16=True), progress=False)
     assert result.step == 3 and np.isfinite(result.loss)
