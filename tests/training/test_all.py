@@ -45,13 +45,17 @@ def test_generic_weight_and_style_share_reach_the_exports(tmp_path):
     train_all.register(parser.add_subparsers())
     args = parser.parse_args(["all", "--out", str(tmp_path), "--generic-shape", "star", "--generic-share", "0.25",
                               "--generic-weight", "0.75", "--count", "1000", "--vae-style-share", "0.5",
-                              "--ldm-min-snr-gamma", "5"])
+                              "--ldm-min-snr-gamma", "3"])
     commands = {name: command for name, _, command in train_all.stages(args, tmp_path)}
     data, style = commands["data"], commands["style_data"]
     assert data[data.index("--generic-share") + 1] == "0.25" and data[data.index("--extra-weight") + 1] == "0.75"
     assert style[style.index("--count") + 1] == "500" and style[style.index("--style") + 1] == "dark"
     ldm = commands["ldm"]
-    assert ldm[ldm.index("--min-snr-gamma") + 1] == "5.0"
-    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape, no Min-SNR unless asked for
-    flags = {a for _, _, c in train_all.stages(default, tmp_path) if c for a in c}
-    assert "--extra-shapes" not in flags and "--min-snr-gamma" not in flags
+    assert ldm[ldm.index("--min-snr-gamma") + 1] == "3.0"
+    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape; the 30-minute recipe's Min-SNR 5
+    commands = {name: command for name, _, command in train_all.stages(default, tmp_path)}
+    assert not any("--extra-shapes" in c for c in commands.values() if c)
+    ldm = commands["ldm"]
+    assert ldm[ldm.index("--min-snr-gamma") + 1] == "5.0" and ldm[ldm.index("--lr") + 1] == "0.001"
+    off = parser.parse_args(["all", "--out", str(tmp_path), "--ldm-min-snr-gamma", "0"])  # 0 turns it off
+    assert not any("--min-snr-gamma" in c for _, _, c in train_all.stages(off, tmp_path) if c)
