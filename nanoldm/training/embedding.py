@@ -41,7 +41,8 @@ from nanoldm.finetune.embedding_files import (Embedding, file_name, write_a1111_
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
-from nanoldm.training.ldm import LDMTask, add_base_model_argument, add_latent_arguments, freeze, load_data
+from nanoldm.training.ldm import (LDMTask, add_base_model_argument, add_latent_arguments, freeze,
+                                  latent_loss_options, load_data)
 
 DIFFUSERS_FILE = "learned_embeds.safetensors"
 
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"latent cache: {path} ({len(cache)} images)")
     task = EmbeddingTask(model, cache, token_captions(captions, args.init_word, args.token), args.token, vectors,
                          sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None,
-                         cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma)
+                         **latent_loss_options(args))
     result = train(task, loop_config(args), resume=args.resume)
     base = Path(args.model)
     embedding = Embedding(args.token, task.finish(result.checkpoint).cpu(), result.step,

@@ -28,7 +28,8 @@ from nanoldm.data.latents import LatentCache
 from nanoldm.finetune.hypernetwork import (WEIGHT_INITS, Hypernetwork, HypernetworkOptions, apply_hypernetworks,
                                            default_widths, remove_hypernetworks)
 from nanoldm.model import LatentDiffusion
-from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, add_base_model_argument, add_latent_arguments, freeze
+from nanoldm.training.ldm import (SAMPLE_PROMPTS, LDMTask, add_base_model_argument, add_latent_arguments, freeze,
+                                  latent_loss_options)
 
 
 class HypernetworkTask(LDMTask):
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
         torch.manual_seed(args.seed)
         hn = Hypernetwork(widths, options, name=name, sd_checkpoint=model_hash(base) if base.is_file() else None,
                           sd_checkpoint_name=base.stem)
-    task = HypernetworkTask(model, cache, hn, cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma,
+    task = HypernetworkTask(model, cache, hn, **latent_loss_options(args),
                             sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
     result = train(task, loop_config(args), resume=args.resume)
     remove_hypernetworks(model.unet)

@@ -228,6 +228,11 @@ def add_latent_arguments(p: argparse.ArgumentParser, *, cond_drop: float) -> Non
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
 
 
+def latent_loss_options(args: argparse.Namespace) -> dict:
+    """The :class:`LDMTask` keywords that :func:`add_latent_arguments` defines."""
+    return {"cond_drop": args.cond_drop, "min_snr_gamma": args.min_snr_gamma}
+
+
 def run(args: argparse.Namespace) -> None:
     from nanoldm.cli.train import loop_config
     from nanoldm.training.loop import train
@@ -244,7 +249,7 @@ def run(args: argparse.Namespace) -> None:
     cache, path = load_or_build(pixels, captions, model, args.cache or Path(args.out) / "cache", progress=True)
     print(f"latent cache: {path} ({len(cache)} images, {len(cache.contexts)} distinct captions)")
     if args.condition == "text":
-        task = LDMTask(model, cache, cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma,
+        task = LDMTask(model, cache, **latent_loss_options(args),
                        sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else SAMPLE_PROMPTS)
     else:
         task = conditioned_task(args.condition, model, cache, pixels, args)

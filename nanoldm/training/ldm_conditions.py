@@ -28,7 +28,7 @@ from nanoldm.conditioning.mask import build_concat_table, candidate_masks
 from nanoldm.data.latents import LatentCache
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.model import LatentDiffusion
-from nanoldm.training.ldm import LDMTask, image_grid
+from nanoldm.training.ldm import LDMTask, image_grid, latent_loss_options
 
 CONDITION_FILE = "condition.safetensors"
 CONDITION_META = "nanoldm_condition"
@@ -201,13 +201,11 @@ def conditioned_task(kind: str, model: LatentDiffusion, cache: LatentCache, pixe
         torch.manual_seed(args.seed)
         if kind == "class":
             return ClassLDMTask(model, cache, conds.labels, ClassEmbedding(NUM_CLASSES, width),
-                                cond_drop=args.cond_drop, min_snr_gamma=args.min_snr_gamma)
+                                **latent_loss_options(args))
         if kind == "layout":
             encoder = LayoutEncoder(NUM_CLASSES, width, MAX_OBJECTS, FOURIER_BANDS)
-            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, cond_drop=args.cond_drop,
-                                 min_snr_gamma=args.min_snr_gamma)
-    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, cond_drop=args.cond_drop,
-                       min_snr_gamma=args.min_snr_gamma)
+            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, **latent_loss_options(args))
+    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, **latent_loss_options(args))
 
 
 def condition_spec(module: torch.nn.Module) -> dict:
