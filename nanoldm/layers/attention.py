@@ -45,10 +45,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, N, query_dim), context (B, M, context_dim) -> (B, N, query_dim)."""
         B, N, _ = x.shape
-        if context is not None and self.context_hook is None and not torch.is_grad_enabled():
+        keep = self.context_hook is None and not torch.is_grad_enabled()  # may cached tensors stand in?
+        if keep and context is not None:
             k, v, run = self._cached_kv(context)  # (B / run, M, h*d) twice
             q = self.to_q(x).reshape(B // run, run * N, -1)  # a run's queries side by side: (B / run, run*N, h*d)
-        elif context is None and self.context_hook is None and not torch.is_grad_enabled() and self._fuse_qkv:
+        elif keep and self._fuse_qkv:
             q, k, v = F.linear(x, *self._fused_qkv()).chunk(3, dim=-1)  # one matmul for the three projections
         else:
             context = x if context is None else context
