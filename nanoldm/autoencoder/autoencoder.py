@@ -12,6 +12,7 @@ from torch import nn
 
 from nanoldm.autoencoder.distribution import DiagonalGaussian, PointMass
 from nanoldm.config import AutoencoderConfig
+from nanoldm.layers.conv import Conv2d
 from nanoldm.layers.attention import SpatialSelfAttention
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
@@ -54,7 +55,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig, out_channels: int):
         super().__init__()
         base, groups, levels = cfg.base_channels, cfg.norm_groups, len(cfg.channel_mult)
-        self.conv_in = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, base, 3, padding=1)
         self.down_blocks, ch = nn.ModuleList(), base
         for level, mult in enumerate(cfg.channel_mult):
             out = base * mult
@@ -64,7 +65,7 @@ class Encoder(nn.Module):
             ch = out
         self.mid_block = MidBlock(ch, groups)
         self.conv_norm_out = nn.GroupNorm(groups, ch, eps=1e-6)
-        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -81,7 +82,7 @@ class Decoder(nn.Module):
         super().__init__()
         base, groups = cfg.base_channels, cfg.norm_groups
         ch = base * cfg.channel_mult[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, ch, 3, padding=1)
+        self.conv_in = Conv2d(cfg.z_channels, ch, 3, padding=1)
         self.mid_block = MidBlock(ch, groups)
         self.up_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -90,7 +91,7 @@ class Decoder(nn.Module):
             self.up_blocks.append(AutoencoderLevel(resnets, Upsample(out) if level > 0 else None, up=True))
             ch = out
         self.conv_norm_out = nn.GroupNorm(groups, ch, eps=1e-6)
-        self.conv_out = nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch, cfg.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid_block(self.conv_in(z))
@@ -109,8 +110,8 @@ class AutoencoderKL(nn.Module):
         moments = 2 * cfg.z_channels if cfg.variational else cfg.z_channels
         self.encoder = Encoder(cfg, moments)
         self.decoder = Decoder(cfg)
-        self.quant_conv = nn.Conv2d(moments, moments, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
+        self.quant_conv = Conv2d(moments, moments, 1)
+        self.post_quant_conv = Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian | PointMass:
         """Shapes: x (B, 3, H, W) -> posterior over z (B, z_channels, H/f, W/f)."""

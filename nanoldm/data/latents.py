@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from nanoldm.checkpoint.formats import read_tensors, write_safetensors
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.encode import PromptChunk, chunk_prompt, empty_chunk, encode_chunks, pad_chunks
 
@@ -85,7 +86,7 @@ def cache_key(pixels: torch.Tensor, captions: list[str], model: LatentDiffusion)
     return h.hexdigest()
 
 
-@torch.no_grad()
+@frozen_weights()
 def encode_images(model: LatentDiffusion, pixels: torch.Tensor, *, batch_size: int = 64,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled posterior mean and std of each image. Shapes: pixels (N, 3, H, W) uint8 -> 2 x (N, C, h, w)."""

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoldm.layers.frozen import frozen_block
+
 
 class Attention(nn.Module):
     """Scaled dot-product attention (Vaswani et al. 2017) with separate Q/K/V projections.
@@ -16,12 +18,12 @@ class Attention(nn.Module):
     ``context_hook`` (optional) maps the context before the K and V projections; hypernetworks
     plug in there: ``k = to_k(hk(context))``, ``v = to_v(hv(context))``.
 
-    In cross-attention at inference the context (the prompt) is the same at every sampling step, so its keys and
-    values are kept and reused while the context tensor, its version and the K/V weights are unchanged and no
-    hook is set (``_kv_key``); with gradients on nothing is kept. A batch usually repeats each context (a prompt's
-    images; the negative prompt's half of a guided batch): keys and values are then computed once per run of equal
-    consecutive contexts, and the run's images attend as one longer query sequence (a view of the batch; each
-    query's softmax is the same, so the result equals the per-image one up to float rounding).
+    Inside a ``frozen_weights()`` block (sampling) the context (the prompt) is the same at every step, so its keys
+    and values are kept and reused while the context tensor and its version are unchanged and no hook is set; the
+    next block computes them afresh. A batch usually repeats each context (a prompt's images; the negative
+    prompt's half of a guided batch): keys and values are then computed once per run of equal consecutive
+    contexts, and the run's images attend as one longer query sequence (a view of the batch; each query's softmax
+    is the same, so the result equals the per-image one up to float rounding).
     """
 
     def __init__(self, query_dim: int, *, context_dim: int | None = None, heads: int, head_dim: int,
@@ -35,22 +37,22 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
         self.context_hook = None  # callable(context) -> (context_for_k, context_for_v)
-        self._kv: tuple | None = None  # (context, key, k, v, run) of the last cross-attention context, see _kv_key
-        # Self-attention without gradients: Q, K and V from one matmul on the concatenated weights, kept in _qkv. It
+        self._kv: tuple | None = None  # (context, key, k, v, run) of the last cross-attention context
+        # Self-attention in a frozen block: Q, K and V from one matmul on the concatenated weights, kept in _qkv. It
         # pays where the projections are small (the tiny UNet: 3% a step); at SD's widths it gains nothing and the
         # copy would cost 150 MB, hence the bound.
         self._fuse_qkv = context_dim == query_dim and inner <= 512
-        self._qkv: tuple | None = None  # (key, weight, bias)
+        self._qkv: tuple | None = None  # (frozen block, weight, bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, N, query_dim), context (B, M, context_dim) -> (B, N, query_dim)."""
         B, N, _ = x.shape
-        keep = self.context_hook is None and not torch.is_grad_enabled()  # may cached tensors stand in?
-        if keep and context is not None:
-            k, v, run = self._cached_kv(context)  # (B / run, M, h*d) twice
+        block = frozen_block() if self.context_hook is None else None  # may kept tensors stand in?
+        if block is not None and context is not None:
+            k, v, run = self._cached_kv(context, block)  # (B / run, M, h*d) twice
             q = self.to_q(x).reshape(B // run, run * N, -1)  # a run's queries side by side: (B / run, run*N, h*d)
-        elif keep and self._fuse_qkv:
-            q, k, v = F.linear(x, *self._fused_qkv()).chunk(3, dim=-1)  # one matmul for the three projections
+        elif block is not None and self._fuse_qkv:
+            q, k, v = F.linear(x, *self._fused_qkv(block)).chunk(3, dim=-1)  # one matmul for the three projections
         else:
             context = x if context is None else context
             ctx_k = ctx_v = context
@@ -62,36 +64,24 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(B, N, -1)  # (B, N, h*d)
         return self.to_out[0](out)
 
-    def _cached_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _cached_kv(self, context: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Keys and values of the distinct contexts, and the length of the runs of equal consecutive contexts
-        (1 where the runs are not all equally long). Computed again only when ``_kv_key`` changes."""
-        key = self._kv_key(context)
+        (1 where the runs are not all equally long). Computed again for another context tensor, one changed in
+        place, or in another frozen block."""
+        key = (block, context._version)
         if self._kv is None or self._kv[0] is not context or self._kv[1] != key:
             run = _run_length(context)
             distinct = context[::run]
             self._kv = (context, key, self.to_k(distinct), self.to_v(distinct), run)  # holding context keeps its id
         return self._kv[2], self._kv[3], self._kv[4]
 
-    def _kv_key(self, context: torch.Tensor) -> tuple:
-        """What cached keys and values depend on besides the context tensor's identity: its in-place version and
-        the K/V weights."""
-        return (context._version, *_weights_key(self.to_k, self.to_v))
-
-    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The Q, K, V weights (and biases) stacked: (3 * h*d, query_dim), rebuilt when any of them changes."""
-        key = _weights_key(self.to_q, self.to_k, self.to_v)
-        if self._qkv is None or self._qkv[0] != key:
+    def _fused_qkv(self, block: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Q, K, V weights (and biases) stacked: (3 * h*d, query_dim), built once per frozen block."""
+        if self._qkv is None or self._qkv[0] != block:
             projections = (self.to_q, self.to_k, self.to_v)
             bias = None if self.to_q.bias is None else torch.cat([p.bias for p in projections])
-            self._qkv = (key, torch.cat([p.weight for p in projections]), bias)
+            self._qkv = (block, torch.cat([p.weight for p in projections]), bias)
         return self._qkv[1], self._qkv[2]
-
-
-def _weights_key(*modules: nn.Module) -> tuple:
-    """Changes whenever a parameter of ``modules`` does: their versions (bumped by load_state_dict or an optimizer
-    step) and storage (moved by ``.to()``)."""
-    params = [p for m in modules for p in m.parameters()]
-    return (*(p._version for p in params), *(p.data_ptr() for p in params))
 
 
 def _run_length(context: torch.Tensor) -> int:

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoldm.layers.conv import Conv2d
+
 
 class Downsample(nn.Module):
     """Strided 3x3 conv. ``asymmetric_pad`` pads (0, 1, 0, 1) then convolves unpadded (the VAE's way);
@@ -13,7 +15,7 @@ class Downsample(nn.Module):
     def __init__(self, channels: int, *, asymmetric_pad: bool):
         super().__init__()
         self.asymmetric_pad = asymmetric_pad
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if asymmetric_pad else 1)
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=0 if asymmetric_pad else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shapes: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
@@ -27,7 +29,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Shapes: (B, C, H, W) -> (B, C, 2H, 2W), or (B, C, *size)."""

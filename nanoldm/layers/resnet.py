@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoldm.layers.conv import Conv2d
+
 
 class ResBlock(nn.Module):
     """ResNet block of DDPM (Ho et al. 2020), as used by SD's UNet (``emb_dim`` set) and VAE (``emb_dim=None``)."""
@@ -13,12 +15,12 @@ class ResBlock(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.GroupNorm(norm_groups, in_ch, eps=eps)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1)
         self.time_emb_proj = nn.Linear(emb_dim, out_ch) if emb_dim else None
         self.norm2 = nn.GroupNorm(norm_groups, out_ch, eps=eps)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.conv2 = Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv_shortcut = Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, in_ch, H, W), emb (B, emb_dim) -> (B, out_ch, H, W)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.sampling import conditioning, decode, denoise
 from nanoldm.rng import ImageNoise
@@ -12,7 +13,7 @@ from nanoldm.rng import ImageNoise
 def encode_images(pipe, images: torch.Tensor, noise: ImageNoise) -> torch.Tensor:
     """Posterior samples, each drawn from its image's own generator before that image's noise (as diffusers
     does). One image is shared by the whole batch. Shapes: images (1 or B, 3, H, W) -> scaled latents (B, C, h, w)."""
-    with torch.no_grad():
+    with frozen_weights():
         posterior = pipe.vae.encode(images.to(pipe.device, pipe.dtype))
     last = posterior.mean.shape[0] - 1
     draws = [posterior.item(min(i, last)).sample(g) for i, g in enumerate(noise.generators)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.sampling import conditioning, decode, denoise
@@ -36,7 +37,7 @@ def inpaint(pipe, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOption
     noise = ImageNoise(seeds, (cfg.out_channels, h, w), device=pipe.device, dtype=pipe.dtype)
 
     if concat_channels:  # an inpainting model
-        with torch.no_grad():
+        with frozen_weights():
             masked = pipe.vae.encode(images * (mask < 0.5)).mode() * pipe.model.config.vae.scale_factor
         cond = conditioning(pipe, opts, concat=torch.cat([latent_mask, masked.expand(B, -1, -1, -1)], dim=1))
         init = encode_images(pipe, images, noise) if opts.strength < 1.0 else None

@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
@@ -70,7 +71,7 @@ def denoise(pipe, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, 
                         quantize=spec.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
-    with torch.no_grad(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
+    with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
                                leave=False) as bar:
         return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
                            callback=lambda i, x, denoised: bar.update())
@@ -78,7 +79,7 @@ def denoise(pipe, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, 
 
 def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> images in [-1, 1]. Shapes: (B, C, h, w) -> (B, 3, h*f, w*f)."""
-    with torch.no_grad():
+    with frozen_weights():
         return pipe.vae.decode(latents / pipe.model.config.vae.scale_factor)
 
 

@@ -27,6 +27,8 @@ from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.conditioning.mask import build_concat_table, candidate_masks
 from nanoldm.data.latents import LatentCache
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
+from nanoldm.layers.conv import Conv2d
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
 from nanoldm.training.ldm import LDMTask, image_grid, latent_loss_options
 
@@ -140,7 +142,7 @@ class MaskLDMTask(LDMTask):
         return draw(self, context, self.cache.empty.expand_as(context), concat=self.table[:n, 0])
 
 
-@torch.no_grad()
+@frozen_weights()
 def draw(task: LDMTask, context: torch.Tensor, uncond: torch.Tensor, *, concat: torch.Tensor | None = None,
          sampler: str = "Euler") -> Image.Image:
     """Images for a batch of contexts (noise from seed 0 + i, CFG), in one row, with the weights now in the UNet."""
@@ -178,7 +180,7 @@ def to_inpainting(model: LatentDiffusion) -> LatentDiffusion:
     if unet.cfg.in_channels != C:
         raise ValueError(f"cannot make a {unet.cfg.in_channels}-input UNet an inpainting one")
     old = unet.conv_in
-    new = torch.nn.Conv2d(2 * C + 1, old.out_channels, old.kernel_size, padding=old.padding).to(old.weight)
+    new = Conv2d(2 * C + 1, old.out_channels, old.kernel_size, padding=old.padding).to(old.weight)
     with torch.no_grad():
         new.weight.zero_()
         new.weight[:, :C] = old.weight

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoldm.config import UNetConfig
+from nanoldm.layers.conv import Conv2d
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
 from nanoldm.layers.timestep import TimestepEmbedding, timestep_features
@@ -45,7 +46,7 @@ class UNet(nn.Module):
             c, heads=cfg.heads_for(c), depth=cfg.transformer_depth, context_dim=cfg.context_dim,
             norm_groups=groups, linear_projection=cfg.use_linear_projection)
 
-        self.conv_in = nn.Conv2d(cfg.in_channels, mc, 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, mc, 3, padding=1)
         self.time_embedding = TimestepEmbedding(mc, emb_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes, emb_dim) if cfg.num_classes else None
 
@@ -85,7 +86,7 @@ class UNet(nn.Module):
             self.up_blocks.append(block)
 
         self.conv_norm_out = nn.GroupNorm(groups, ch, eps=1e-5)
-        self.conv_out = nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch, cfg.out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
