@@ -37,6 +37,8 @@ class UNetLevel(nn.Module):
 class UNet(nn.Module):
     """eps (or v) prediction network: ``unet(x_t, t, context) -> (B, out_channels, H, W)``."""
 
+    accepts_copies = True  # forward(..., copies=k) and one t for the batch: what Denoiser looks for
+
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -89,12 +91,21 @@ class UNet(nn.Module):
         self.conv_out = Conv2d(ch, cfg.out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
-                class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Shapes: x (B, in_channels, H, W), t (B,) or scalar, context (B, M, context_dim),
-        class_labels (B,) -> (B, out_channels, H, W)."""
+                class_labels: torch.Tensor | None = None, *, copies: int = 1) -> torch.Tensor:
+        """Shapes: x (B, in_channels, H, W), t (B,) or one value for all, context (copies*B, M, context_dim),
+        class_labels (B,) -> (copies*B, out_channels, H, W).
+
+        ``copies=k`` reads x as k stacked copies of itself, [x; x] for classifier-free guidance, each copy paired
+        with its own rows of ``context``: the part of the network that does not see the context (conv_in and the
+        first ResBlock) runs once, on B rows, and its output is repeated; the result is the same.
+        """
         B = x.shape[0]
-        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(B)
-        emb = self.time_embedding(timestep_features(t, self.cfg.model_channels).to(x.dtype))  # (B, emb_dim)
+        if context.shape[0] != copies * B:
+            raise ValueError(f"context has {context.shape[0]} rows, expected {copies} x {B} (copies x latents)")
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        # one timestep for every row: embed it once and let the ResBlocks broadcast it
+        t = t if t.numel() == 1 else t.expand(B)
+        emb = self.time_embedding(timestep_features(t, self.cfg.model_channels).to(x.dtype))  # (B or 1, emb_dim)
         if self.class_embedding is not None:
             if class_labels is None:
                 raise ValueError("this UNet has a class embedding: pass class_labels")
@@ -105,6 +116,10 @@ class UNet(nn.Module):
         for block in self.down_blocks:
             for resnet, attn in block.layers():
                 h = resnet(h, emb)
+                if copies > 1:  # the context-free prefix ends here: one row per (latent, context) pair from now on
+                    h, skips[0] = _tile(h, copies), _tile(skips[0], copies)
+                    emb = emb if emb.shape[0] == 1 else _tile(emb, copies)
+                    copies = 1
                 h = attn(h, context) if attn is not None else h
                 skips.append(h)
             for down in block.downsamplers:
@@ -126,3 +141,8 @@ class UNet(nn.Module):
         for m in self.modules():
             if isinstance(m, SpatialTransformer):
                 m.checkpointing = enabled
+
+
+def _tile(v: torch.Tensor, copies: int) -> torch.Tensor:
+    """[v; v; ...] ``copies`` times along the batch. Shapes: (B, ...) -> (copies*B, ...)."""
+    return v.repeat(copies, *[1] * (v.dim() - 1))

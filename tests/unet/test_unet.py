@@ -31,6 +31,32 @@ def test_matches_diffusers(cfg):
     assert (got - want).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("cfg", [TINY_UNET, TINY_UNET_INPAINT, UNetConfig(**{**TINY_UNET.__dict__, "num_classes": 10})],
+                         ids=["conv-proj", "inpaint-9ch", "class-embedding"])
+def test_sampling_path_matches_diffusers(cfg):
+    """What a guided sampling step runs: a frozen block (packed convolutions, kept K/V, fused Q/K/V), one timestep
+    for the batch, and x given once for both halves (``copies=2``) against diffusers on [x; x]."""
+    from nanoldm.layers.frozen import frozen_weights
+
+    ref = reference_unet(cfg)
+    ours = UNet(cfg).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x, ctx = torch.randn(3, cfg.in_channels, 16, 16), torch.randn(6, 7, cfg.context_dim)
+    labels = torch.tensor([3, 7, 1]) if cfg.num_classes else None
+    with torch.no_grad():
+        want = ref(torch.cat([x, x]), torch.full((6,), 321.0), ctx,
+                   class_labels=None if labels is None else torch.cat([labels, labels])).sample
+    with frozen_weights():
+        got = ours(x, torch.tensor([321.0]), ctx, class_labels=labels, copies=2)
+    assert got.shape == want.shape == (6, cfg.out_channels, 16, 16)
+    assert (got - want).abs().max() <= 1e-4
+
+
+def test_copies_must_match_the_context_rows():
+    with pytest.raises(ValueError, match="context has 4 rows, expected 2 x 3"):
+        UNet(TINY_UNET)(torch.randn(3, 4, 8, 8), 1, torch.randn(4, 2, 32), copies=2)
+
+
 def test_odd_latent_size_matches_diffusers():
     """Sizes not divisible by 2^levels: the upsampler follows the skip's size, as diffusers does."""
     ref, ours = reference_unet(TINY_UNET), UNet(TINY_UNET).eval()
