@@ -28,6 +28,7 @@ import diffusers  # noqa: E402
 
 from nanoldm.autoencoder.autoencoder import AutoencoderKL  # noqa: E402
 from nanoldm.config import SD_V1, SHAPES_TINY, UNetConfig  # noqa: E402
+from nanoldm.layers.frozen import frozen_weights  # noqa: E402
 from nanoldm.unet.unet import UNet  # noqa: E402
 from tests.reference import reference_unet, reference_vae  # noqa: E402  (the hand-built diffusers models)
 
@@ -64,7 +65,7 @@ def time_pair(ours, theirs, repeats: int, warmup: int = 1) -> tuple[list[float],
 def bench_unet_forward(cfg, batch, size, repeats):
     ours, ref = unet_pair(cfg)
     x, t, ctx = unet_inputs(cfg, batch, size)
-    with torch.inference_mode():
+    with frozen_weights():  # as our sampler runs it (both sides: no gradients)
         torch.testing.assert_close(ours(x, t, ctx), ref(x, t, ctx).sample, atol=1e-4, rtol=1e-4)
         return time_pair(lambda: ours(x, t, ctx), lambda: ref(x, t, ctx, return_dict=False)[0], repeats)
 
@@ -92,7 +93,7 @@ def bench_vae(cfg, batch, size, repeats):
     ours = AutoencoderKL(cfg).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(batch, cfg.in_channels, size, size) * 2 - 1
-    with torch.inference_mode():
+    with frozen_weights():
         torch.testing.assert_close(ours.decode(ours.encode(x).mode()),
                                    ref.decode(ref.encode(x).latent_dist.mode()).sample, atol=1e-4, rtol=1e-4)
         return time_pair(lambda: ours.decode(ours.encode(x).mode()),
@@ -125,7 +126,7 @@ def peak_memory_child(which: str, batch: int, size: int, dtype: str = "float32")
     call = (lambda: model(x, t, ctx)) if which == "ours" else (lambda: model(x, t, ctx, return_dict=False)[0])
     reset_peak_rss()
     before = peak_rss_mb()
-    with torch.no_grad():
+    with frozen_weights():
         start = time.perf_counter()
         call()
         seconds = time.perf_counter() - start

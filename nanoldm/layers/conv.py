@@ -32,15 +32,18 @@ _AVAILABLE = _ops_available()
 class Conv2d(nn.Conv2d):
     """Same parameters, state dict and results as ``nn.Conv2d`` (see the module docstring for the CPU path)."""
 
-    _packed: tuple | None = None  # (frozen block, arguments of mkldnn._convolution_pointwise after the input)
+    _packed: tuple | None = None  # (frozen block, arguments of mkldnn._convolution_pointwise after the input, or None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         block = frozen_block()
-        if block is None or not self._packable(x):
+        if block is None or x.device.type != "cpu" or x.dim() != 4 or torch.is_autocast_enabled("cpu"):
             return super().forward(x)
-        if self._packed is None or self._packed[0] != block:
-            self._packed = (block, self._pack(x))
-        return torch.ops.mkldnn._convolution_pointwise(x, *self._packed[1])
+        if self._packed is None or self._packed[0] != block:  # the first call in this block decides
+            self._packed = (block, self._pack(x) if self._packable(x) else None)
+        args = self._packed[1]
+        if args is None or x.dtype != args[0].dtype:
+            return super().forward(x)
+        return torch.ops.mkldnn._convolution_pointwise(x, *args)
 
     def __getstate__(self):
         """Copies and pickles leave the packed weight behind (oneDNN's tensors have no storage to copy)."""
@@ -49,10 +52,9 @@ class Conv2d(nn.Conv2d):
         return state
 
     def _packable(self, x: torch.Tensor) -> bool:
-        return (_AVAILABLE and x.device.type == "cpu" and x.dim() == 4
-                and x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+        return (_AVAILABLE and x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
                 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-                and self.weight.numel() <= PACK_MAX and not torch.is_autocast_enabled("cpu"))
+                and self.weight.numel() <= PACK_MAX)
 
     def _pack(self, x: torch.Tensor) -> tuple:
         """The weight in oneDNN's layout for inputs like ``x``, and the call's other arguments."""

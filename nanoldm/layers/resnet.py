@@ -23,12 +23,13 @@ class ResBlock(nn.Module):
         self.conv_shortcut = Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        """Shapes: x (B, in_ch, H, W), emb (B, emb_dim) -> (B, out_ch, H, W)."""
+        """Shapes: x (B, in_ch, H, W), emb (B or 1, emb_dim) -> (B, out_ch, H, W)."""
         inplace = not torch.is_grad_enabled()  # sampling: reuse the norm's and conv's outputs (bitwise the same)
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(F.silu(emb))[:, :, None, None]
+            shift = self.time_emb_proj(F.silu(emb))[:, :, None, None]  # (B or 1, out_ch, 1, 1)
+            # in place only where the sum keeps h's dtype (under autocast h may be bfloat16 and the rest float32)
+            h = h.add_(shift) if inplace and h.dtype == shift.dtype else h + shift
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        # in place only where the sum keeps h's dtype (under autocast skip may be float32 and h bfloat16)
         return h.add_(skip) if inplace and h.dtype == skip.dtype else skip + h
