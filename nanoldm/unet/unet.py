@@ -144,5 +144,6 @@ class UNet(nn.Module):
 
 
 def _tile(v: torch.Tensor, copies: int) -> torch.Tensor:
-    """[v; v; ...] ``copies`` times along the batch. Shapes: (B, ...) -> (copies*B, ...)."""
-    return v.repeat(copies, *[1] * (v.dim() - 1))
+    """[v; v; ...] ``copies`` times along the batch, in v's memory format (``repeat`` would make channels-last
+    activations plain, and every later convolution would convert them back). Shapes: (B, ...) -> (copies*B, ...)."""
+    return torch.cat([v] * copies)
