@@ -7,8 +7,8 @@ Glossary of tensor names and shapes used across the package:
                                      unscaled; diffusion works on z * scale_factor (SD 1.x: 0.18215)
     moments      (B, 2 C_z, h, w)    encoder output: posterior mean and log-variance
     x_t, z_t     (B, C, h, w)        noised latents at timestep t
-    t            (B,)                integer (or float) training timesteps in [0, T)
-    emb          (B, 4 * model_ch)   timestep (+ class) embedding inside the UNet
+    t            (B,) or (1,)        integer (or float) timesteps in [0, T); one value serves the whole batch
+    emb          (B or 1, 4*model_ch) timestep (+ class) embedding inside the UNet
     input_ids    (B, 77)             CLIP token ids: BOS, tokens, EOS, EOS padding
     context      (B, L, D)           cross-attention keys/values source: text hidden states, class/layout tokens
     eps          (B, C, h, w)        the noise the UNet predicts (or v, for v-prediction)
@@ -19,6 +19,7 @@ from nanoldm.checkpoint.load import load_model
 from nanoldm.checkpoint.save import save_model
 from nanoldm.config import (SD_V1, SHAPES_TINY, AutoencoderConfig, ModelConfig, ScheduleConfig, TextEncoderConfig,
                             UNetConfig)
+from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.text.clip import CLIPTextEncoder
@@ -28,5 +29,5 @@ from nanoldm.unet.unet import UNet
 __all__ = [
     "AutoencoderConfig", "AutoencoderKL", "CLIPTextEncoder", "CLIPTokenizer", "CheckpointError", "LatentDiffusion",
     "ModelConfig", "Pipeline", "SD_V1", "SHAPES_TINY", "ScheduleConfig", "TextEncoderConfig", "UNet", "UNetConfig",
-    "load_model", "load_pipeline", "save_model",
+    "frozen_weights", "load_model", "load_pipeline", "save_model",
 ]

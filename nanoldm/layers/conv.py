@@ -6,10 +6,12 @@ and VAE convolutions reorder theirs once per block, keep the result (``_packed``
 the tiny UNet's sampling step. The values are those of ``F.conv2d`` up to float rounding (about 3e-6); the output
 comes back channels-last.
 
-The packed copy costs the weight's memory again, so only weights up to ``PACK_MAX`` elements are packed: all of
-the small models' and SD's first and last layers. (SD's 1280-channel convolutions would run twice as fast
-packed, at 1.2 GB more memory: not done.) With gradients on, on other devices, under autocast, or where this
-PyTorch lacks the two oneDNN ops, and outside frozen blocks, the layer is a plain ``nn.Conv2d``.
+Packing pays in small networks, where reordering the weight is a large share of each call; at SD's size it does
+not, and its channels-last outputs made SD's CPU step 10% slower. So a network turns it on for its convolutions
+with ``set_packing`` when its widest layer has at most ``PACK_MAX_WIDTH`` channels (the tiny UNet and VAE: 128;
+SD's UNet: 1280). Only float32 packs: in bfloat16 the packed call was 23% slower than the plain one. With
+gradients on, on other devices, under autocast, where this PyTorch lacks the two oneDNN ops, and outside frozen
+blocks, the layer is a plain ``nn.Conv2d``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import nn
 
 from nanoldm.layers.frozen import frozen_block
 
-PACK_MAX = 2**20  # weight elements: 4 MB in float32
+PACK_MAX_WIDTH = 256  # channels of a network's widest layer
 
 
 def _ops_available() -> bool:
@@ -32,6 +34,7 @@ _AVAILABLE = _ops_available()
 class Conv2d(nn.Conv2d):
     """Same parameters, state dict and results as ``nn.Conv2d`` (see the module docstring for the CPU path)."""
 
+    pack = False  # set by set_packing
     _packed: tuple | None = None  # (frozen block, arguments of mkldnn._convolution_pointwise after the input, or None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,9 +55,8 @@ class Conv2d(nn.Conv2d):
         return state
 
     def _packable(self, x: torch.Tensor) -> bool:
-        return (_AVAILABLE and x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
-                and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-                and self.weight.numel() <= PACK_MAX)
+        return (self.pack and _AVAILABLE and x.dtype == self.weight.dtype == torch.float32
+                and self.padding_mode == "zeros" and isinstance(self.padding, tuple))
 
     def _pack(self, x: torch.Tensor) -> tuple:
         """The weight in oneDNN's layout for inputs like ``x``, and the call's other arguments."""
@@ -63,3 +65,11 @@ class Conv2d(nn.Conv2d):
                                                            dilation, self.groups, list(x.shape))
         bias = None if self.bias is None else self.bias.detach()
         return weight, bias, padding, stride, dilation, self.groups, "none", [], ""
+
+
+def set_packing(network: nn.Module, widest: int) -> None:
+    """Let the ``Conv2d`` layers of ``network``, whose widest layer has ``widest`` channels, pack their weights
+    in frozen blocks if it is small (see the module docstring)."""
+    for m in network.modules():
+        if isinstance(m, Conv2d):
+            m.pack = widest <= PACK_MAX_WIDTH

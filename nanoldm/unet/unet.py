@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoldm.config import UNetConfig
-from nanoldm.layers.conv import Conv2d
+from nanoldm.layers.conv import Conv2d, set_packing
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
 from nanoldm.layers.timestep import TimestepEmbedding, timestep_features
@@ -89,6 +89,7 @@ class UNet(nn.Module):
 
         self.conv_norm_out = nn.GroupNorm(groups, ch, eps=1e-5)
         self.conv_out = Conv2d(ch, cfg.out_channels, 3, padding=1)
+        set_packing(self, mc * max(cfg.channel_mult))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
                 class_labels: torch.Tensor | None = None, *, copies: int = 1) -> torch.Tensor:
