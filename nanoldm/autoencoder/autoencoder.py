@@ -12,8 +12,8 @@ from torch import nn
 
 from nanoldm.autoencoder.distribution import DiagonalGaussian, PointMass
 from nanoldm.config import AutoencoderConfig
-from nanoldm.layers.conv import Conv2d, set_packing
 from nanoldm.layers.attention import SpatialSelfAttention
+from nanoldm.layers.conv import Conv2d, set_packing
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
 

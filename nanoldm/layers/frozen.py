@@ -5,7 +5,8 @@ stacked Q/K/V of small self-attentions and the prompt's cross-attention keys and
 rest of the block. Every block starts afresh: what was kept in one is never used in the next, so weights changed
 between two blocks are always seen, however they were changed (an optimizer step, fused ones included, which do
 not bump tensor versions; ``load_state_dict``; writes through ``.data``). Outside a block, or with gradients on
-inside one, layers keep nothing.
+inside one, layers keep nothing. What a block kept stays in the layers until a later block replaces it: the packed
+weights of small networks, stacked Q/K/V up to width 512, one prompt's keys and values.
 """
 from __future__ import annotations
 
