@@ -1,0 +1,127 @@
+"""The built-in model's images, pinned: every sampler (txt2img), img2img, inpainting, a class-free guided batch and
+``eval``'s batched sampling give these exact pixels. The hashes were recorded on the code before the
+one-way restructuring (issue 14) and must not move when code is only reorganised: a change that alters pixels
+on purpose records new ones (``python -m tests.pipelines.test_golden`` prints them) and says why."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nanoldm.pipelines.pipeline import load_pipeline
+from nanoldm.samplers import SAMPLER_NAMES
+
+PROMPT, NEGATIVE = "a large red circle at the top left", "blue"
+
+GOLDEN = {
+    'txt2img DDPM': 'cb537f7ae969f525',
+    'txt2img DDIM': 'ea0af383e83cf4fa',
+    'txt2img Euler': 'dbe32181ce0c616d',
+    'txt2img Euler a': 'c8f8cc51a41342b5',
+    'txt2img Heun': 'bcfee023f49d0c3a',
+    'txt2img DPM++ 2M': 'd0ec94e9f40d7fa2',
+    'txt2img DPM++ 2M Karras': 'f5540fd1c8544449',
+    'img2img': '1723d598994795a9',
+    'inpaint': 'c80d81e6af2ed26f',
+    'inpaint no overlay': 'd3f729a467b0b097',
+    'class condition': '0bdc4360c5f62848',
+    'layout condition': '06d76722b9dc52fc',
+    'eval batch': '04075d57983c4dd3',
+}
+
+
+def _digest(images) -> str:
+    return hashlib.sha256(b"".join(np.asarray(im.convert("RGB")).tobytes() for im in images)).hexdigest()[:16]
+
+
+def _init_image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+
+def _mask() -> Image.Image:
+    m = np.zeros((32, 32), np.uint8)
+    m[8:24, 4:20] = 255
+    return Image.fromarray(m)
+
+
+def _cases(pipe):
+    for name in SAMPLER_NAMES:
+        yield f"txt2img {name}", lambda name=name: pipe.txt2img(PROMPT, NEGATIVE, sampler=name, steps=5, seed=7,
+                                                                 batch_size=2, progress=False)
+    yield "img2img", lambda: pipe.img2img(_init_image(), PROMPT, sampler="Euler a", steps=6, strength=0.6, seed=3,
+                                          progress=False)
+    yield "inpaint", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="Euler", steps=6, seed=5,
+                                          progress=False)
+    yield "inpaint no overlay", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="DDIM", steps=4,
+                                                     seed=5, strength=0.8, overlay=False, progress=False)
+
+
+def _condition_cases(pipe):
+    from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
+    from nanoldm.pipelines.conditioned import sample_condition
+
+    width = pipe.unet.cfg.context_dim
+    torch.manual_seed(0)
+    modules = {"class": ClassEmbedding(16, width), "layout": LayoutEncoder(16, width)}
+    texts = {"class": "red circle", "layout": "red circle 0.1 0.1 0.4 0.4; blue square 0.55 0.5 0.9 0.85"}
+    for kind, module in modules.items():
+        yield f"{kind} condition", lambda kind=kind, module=module: sample_condition(
+            pipe, module, texts[kind], seed=4, batch_size=2, steps=5)
+
+
+def _eval_case(pipe):
+    from nanoldm.evaluation.prompt_following import generate_batch
+
+    return generate_batch(pipe, [PROMPT, "a small blue square in the center"], [11, 12], steps=5, cfg_scale=7.0)
+
+
+def compute() -> dict[str, str]:
+    pipe = load_pipeline(device="cpu")
+    got = {case: _digest(run()) for case, run in _cases(pipe)}
+    got.update({case: _digest(run()) for case, run in _condition_cases(pipe)})
+    got["eval batch"] = _digest(_eval_case(pipe))
+    return got
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline(device="cpu")
+
+
+@pytest.mark.parametrize("case", [c for c, _ in _cases(None)])
+def test_pixels_are_pinned(pipe, case):
+    run = dict(_cases(pipe))[case]
+    assert _digest(run()) == GOLDEN[case]
+
+
+@pytest.mark.parametrize("case", ["class condition", "layout condition"])
+def test_conditioned_pixels_are_pinned(pipe, case):
+    assert _digest(dict(_condition_cases(pipe))[case]()) == GOLDEN[case]
+
+
+def test_eval_batch_is_pinned(pipe):
+    assert _digest(_eval_case(pipe)) == GOLDEN["eval batch"]
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "enable_grad"])
+@pytest.mark.parametrize("case", ["txt2img Euler a", "txt2img DPM++ 2M", "img2img", "inpaint"])
+def test_same_pixels_under_any_grad_mode(pipe, case, mode):
+    """A pipeline call inside ``torch.no_grad()``, ``torch.inference_mode()`` (how servers call it) or with
+    gradients on gives the same pixels as a plain call."""
+    with getattr(torch, mode)():
+        assert _digest(dict(_cases(pipe))[case]()) == GOLDEN[case]
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_eval_under_any_grad_mode(pipe, mode):
+    with getattr(torch, mode)():
+        assert _digest(_eval_case(pipe)) == GOLDEN["eval batch"]
+        assert _digest(dict(_condition_cases(pipe))["layout condition"]()) == GOLDEN["layout condition"]
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    for case, digest in compute().items():
+        print(f"    {case!r}: {digest!r},")
