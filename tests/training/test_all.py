@@ -1,19 +1,34 @@
 """``nanoldm train all``: the whole chain runs end to end at toy sizes, records its commands, and a second run
 over the same folder skips what is done."""
+import hashlib
 import json
 
 from nanoldm.cli.__main__ import main
+from nanoldm.checkpoint.formats import read_tensors
 from nanoldm.checkpoint.load import load_model
 from nanoldm.config import SHAPES_TINY
 
 TOY = ["--count", "48", "--generic-shape", "star", "--uncaptioned", "0.25", "--clip-steps", "2", "--vae-steps", "2", "--ldm-steps", "2",
        "--decoder-steps", "2", "--ldm-batch-size", "8", "--eval-prompts", "2"]
+# What the toy run writes, recorded before the one-way restructuring (issue 14): the same seed makes the same models.
+GOLDEN = {"clip/clip.safetensors": "d71a4c9a47770192", "vae/vae.safetensors": "3a45b3cff042df5a",
+          "base.safetensors": "a91ecc6017d58c4e", "ldm/model.safetensors": "560f29be1c8e6d77",
+          "model.safetensors": "bc3251dc2760e962"}
+
+
+def tensors_digest(path) -> str:
+    tensors, h = read_tensors(path)[0], hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].float().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "all", "--out", str(out), *TOY]) == 0
     printed = capsys.readouterr().out
+    assert {name: tensors_digest(out / name) for name in GOLDEN} == GOLDEN
     assert "wrote 12 captions (36 images already had one)" in printed
     commands = (out / "commands.txt").read_text().splitlines()
     assert [c.split()[1] for c in commands if c.startswith("nanoldm")] == ["shapes", "shapes", "train", "caption",
