@@ -14,7 +14,8 @@ for the promise they rely on); the result equals the plain path's up to float ro
   small networks, so it is on where the network's widest convolution has <= ``PACK_MAX_WIDTH`` output channels
   (the tiny UNet and VAE: 128; SD's UNet: 1280, where channels-last outputs made the step 10% slower), in
   float32 only (bfloat16 packed was 23% slower), on the CPU, without autocast.
-- GEGLU applies GELU and the gate product inside the projection's output (8% of the tiny UNet's step).
+- GEGLU applies GELU and the gate product inside the projection's output (8% of the tiny UNet's step); ResBlocks
+  apply SiLU and their sums inside the norms' and convolutions' outputs (the same numbers, fewer tensors).
 - The UNet embeds one timestep when the batch shares it, and for a guided batch [x; x] runs its context-free
   prefix (``conv_in`` and the first ResBlock) once on x, then tiles it with ``torch.cat``.
 """
@@ -160,6 +161,15 @@ class FrozenBlock:
         Shapes: hidden, gate (B, N, D), views of one (B, N, 2D) tensor -> (B, N, D), a view of it."""
         return hidden.mul_(torch.ops.aten.gelu_(gate))
 
+    @staticmethod
+    def resblock(block, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+        """``ResBlock.forward`` reusing the norms' and convolutions' outputs. Shapes: as ``ResBlock.forward``."""
+        h = block.conv1(F.silu(block.norm1(x), inplace=True))
+        if block.time_emb_proj is not None:
+            h = _add_(h, block.time_emb_proj(F.silu(emb))[:, :, None, None])
+        h = block.conv2(block.dropout(F.silu(block.norm2(h), inplace=True)))
+        return _add_(h, x if block.conv_shortcut is None else block.conv_shortcut(x))
+
     def takes(self, unet: nn.Module) -> bool:
         """Whether the UNet's call should come here (not when this block is already running it)."""
         return unet not in self.running
@@ -181,6 +191,11 @@ class FrozenBlock:
                 return unet.forward(x, t, context, class_labels)
         finally:
             self.running.discard(unet)
+
+
+def _add_(h: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """h + other, into h where that keeps h's dtype (under autocast h may be bfloat16 and ``other`` float32)."""
+    return h.add_(other) if h.dtype == other.dtype else other + h
 
 
 def _same(kept: torch.Tensor, context: torch.Tensor) -> bool:

@@ -145,3 +145,20 @@ def test_a_batch_whose_halves_differ_shares_nothing():
     handle.remove()
     assert rows == [4]
     torch.testing.assert_close(got, plain(unet, x, torch.tensor([5.0, 5.0, 9.0, 9.0]), ctx), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_ch", [8, 16], ids=["identity-skip", "conv-skip"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_resblock_in_place_equals_the_plain_path_bitwise(autocast, out_ch):
+    """In a block ResBlocks reuse their buffers (in-place SiLU and sums): the same numbers, and under bfloat16
+    autocast the float32 skip is not summed into the bfloat16 branch."""
+    from nanoldm.layers.resnet import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(8, out_ch, emb_dim=12, norm_groups=4, eps=1e-5).eval()
+    x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():  # no block: the convolutions stay plain, only the in-place reuse differs
+            fast = FrozenBlock.resblock(block, x, emb)
+        slow = block(x, emb)
+    assert slow.requires_grad and fast.dtype == slow.dtype and torch.equal(fast, slow.detach())

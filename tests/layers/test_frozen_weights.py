@@ -35,8 +35,10 @@ def kept(block: FrozenBlock) -> dict:
 
 def layer_tensors(unet) -> list:
     """Tensors a layer holds outside its parameters and buffers (there should be none)."""
-    return [(name, key) for name, m in unet.named_modules() for key, v in vars(m).items()
-            if isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list)) and any(isinstance(e, torch.Tensor) for e in v))]
+    def holds_tensor(v):
+        return isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list)) and any(map(holds_tensor, v)))
+
+    return [(name, key) for name, m in unet.named_modules() for key, v in vars(m).items() if holds_tensor(v)]
 
 
 def test_frozen_weights_is_a_context_manager_and_a_decorator():
