@@ -13,7 +13,7 @@ from torch import nn
 from nanoldm.autoencoder.distribution import DiagonalGaussian, PointMass
 from nanoldm.config import AutoencoderConfig
 from nanoldm.layers.attention import SpatialSelfAttention
-from nanoldm.layers.conv import Conv2d, set_packing
+from nanoldm.layers.conv import Conv2d
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
 
@@ -112,7 +112,6 @@ class AutoencoderKL(nn.Module):
         self.decoder = Decoder(cfg)
         self.quant_conv = Conv2d(moments, moments, 1)
         self.post_quant_conv = Conv2d(cfg.z_channels, cfg.z_channels, 1)
-        set_packing(self, cfg.base_channels * max(cfg.channel_mult))
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian | PointMass:
         """Shapes: x (B, 3, H, W) -> posterior over z (B, z_channels, H/f, W/f)."""

@@ -12,7 +12,7 @@ Classifier-free guidance (Ho & Salimans 2022) is applied here, on the model outp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,14 +34,6 @@ class Conditioning:
     cfg_scale: float = 1.0
     concat: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
-    _pair: tuple | None = field(default=None, init=False, repr=False)  # (uncond, context, [uncond; context])
-
-    def guided_context(self) -> torch.Tensor:
-        """[uncond; cond] for one guided UNet call, built once: the same tensor every step, so cross-attention
-        can keep its keys and values (:class:`~nanoldm.layers.attention.Attention`). Shapes: -> (2B, L, D)."""
-        if self._pair is None or self._pair[0] is not self.uncond_context or self._pair[1] is not self.context:
-            self._pair = (self.uncond_context, self.context, torch.cat([self.uncond_context, self.context]))
-        return self._pair[2]
 
     @property
     def guided(self) -> bool:
@@ -60,8 +52,6 @@ class Denoiser:
                  *, quantize: bool = False):
         self.unet, self.schedule = unet, schedule
         self.prediction_type, self.quantize = PredictionType(prediction_type), quantize
-        # our UNet takes one timestep for the whole batch and ``copies=2`` for [x; x] (see UNet.forward)
-        self._shares_work = getattr(unet, "accepts_copies", False)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """Shapes: x (B, C, h, w), sigma float, 0-d or (B,) -> denoised (B, C, h, w)."""
@@ -69,10 +59,7 @@ class Denoiser:
         # 1. one noise level per image, and the UNet's timestep for it
         sigma = torch.as_tensor(sigma).detach().cpu().double().reshape(-1).expand(B)  # (B,)
         t = self.schedule.sigma_to_t(sigma)
-        t = t.round() if self.quantize else t
-        if self._shares_work and bool((t == t[0]).all()):  # on the CPU: no device sync
-            t = t[:1]  # one timestep for the whole batch: our UNet embeds it once
-        t = t.to(x.device, torch.float32)  # (B,) or (1,)
+        t = (t.round() if self.quantize else t).to(x.device, torch.float32)  # (B,)
         s = sigma.to(x.device, x.dtype).reshape(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1)
         # 2. VP-space input, then the extra channels, which are never scaled
         x_in = x / (s**2 + 1).sqrt()
@@ -98,10 +85,7 @@ class Denoiser:
                 f"{tuple(cond.uncond_context.shape)} and {tuple(cond.context.shape)}: pad the shorter prompt "
                 f"to the same number of tokens")
         labels = cond.class_labels
-        if self._shares_work:  # the part of the UNet before the context runs once for both halves
-            out = self.unet(x_in, t, cond.guided_context(), class_labels=labels, copies=2)  # (2B, C, h, w)
-        else:
-            out = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]), cond.guided_context(),
-                            class_labels=None if labels is None else torch.cat([labels, labels]))
+        out = self.unet(torch.cat([x_in] * 2), torch.cat([t] * 2), torch.cat([cond.uncond_context, cond.context]),
+                        class_labels=None if labels is None else torch.cat([labels] * 2))  # (2B, C, h, w)
         uncond, conditioned = out.chunk(2)
         return uncond + cond.cfg_scale * (conditioned - uncond)

@@ -1,37 +1,40 @@
-"""Sampling blocks in which the weights are promised not to change, so layers may keep what they derive from them.
+"""Sampling blocks: ``with frozen_weights():`` switches on the fast paths of :mod:`nanoldm.layers.fast`.
 
-Inside ``with frozen_weights():`` (no gradients) the UNet and VAE keep their packed convolution weights, the
-stacked Q/K/V of small self-attentions and the prompt's cross-attention keys and values, and reuse them for the
-rest of the block. Every block starts afresh: what was kept in one is never used in the next, so weights changed
-between two blocks are always seen, however they were changed (an optimizer step, fused ones included, which do
-not bump tensor versions; ``load_state_dict``; writes through ``.data``). Outside a block, or with gradients on
-inside one, layers keep nothing. What a block kept stays in the layers until a later block replaces it: the packed
-weights of small networks, stacked Q/K/V up to width 512, one prompt's keys and values.
+The promise, made by the caller for the whole block: **no gradients, and neither the weights nor the tensors
+handed to the networks as contexts are modified in place until the block ends.** On it rest everything the
+block keeps: packed convolution weights, the stacked Q/K/V of small self-attentions, and the cross-attention
+keys and values of each context (a context is recognised by identity, or by equal values for a new tensor,
+so a changed context must be a new tensor).
+
+What a block keeps belongs to that block (a :class:`~nanoldm.layers.fast.FrozenBlock`) and goes when it ends;
+layers keep nothing. So weights changed between two blocks are always seen, however they were changed (an
+optimizer step, fused ones included, which do not bump tensor versions; ``load_state_dict``; writes through
+``.data``). With gradients on inside a block the layers run their plain paths.
 """
 from __future__ import annotations
 
-import itertools
 import threading
 from contextlib import contextmanager
 
 import torch
 
-_blocks = itertools.count(1)
+from nanoldm.layers.fast import FrozenBlock
+
 _state = threading.local()
 
 
 @contextmanager
 def frozen_weights():
-    """No gradients, and no weight changes until the block ends (the caller's promise)."""
+    """No gradients, and no weight or context changes until the block ends (the caller's promise)."""
     outer = getattr(_state, "block", None)
-    _state.block = next(_blocks)
+    _state.block = FrozenBlock()
     try:
         with torch.no_grad():
             yield
     finally:
-        _state.block = outer
+        _state.block = outer  # this block's tensors go with it
 
 
-def frozen_block() -> int | None:
-    """The number of the innermost frozen block, unique in the process; None outside one or with gradients on."""
+def frozen_block() -> FrozenBlock | None:
+    """The innermost frozen block of this thread; None outside one or with gradients on."""
     return None if torch.is_grad_enabled() else getattr(_state, "block", None)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoldm.layers.conv import Conv2d
+from nanoldm.layers.frozen import frozen_block
 
 
 class ResBlock(nn.Module):
@@ -24,12 +25,11 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, in_ch, H, W), emb (B or 1, emb_dim) -> (B, out_ch, H, W)."""
-        inplace = not torch.is_grad_enabled()  # sampling: reuse the norm's and conv's outputs (bitwise the same)
-        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        if (fast := frozen_block()) is not None:
+            return fast.resblock(self, x, emb)
+        h = self.conv1(F.silu(self.norm1(x)))
         if self.time_emb_proj is not None:
-            shift = self.time_emb_proj(F.silu(emb))[:, :, None, None]  # (B or 1, out_ch, 1, 1)
-            # in place only where the sum keeps h's dtype (under autocast h may be bfloat16 and the rest float32)
-            h = h.add_(shift) if inplace and h.dtype == shift.dtype else h + shift
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
+            h = h + self.time_emb_proj(F.silu(emb))[:, :, None, None]  # (B or 1, out_ch, 1, 1) broadcast
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return h.add_(skip) if inplace and h.dtype == skip.dtype else skip + h
+        return skip + h

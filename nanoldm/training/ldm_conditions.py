@@ -185,7 +185,6 @@ def to_inpainting(model: LatentDiffusion) -> LatentDiffusion:
         new.weight.zero_()
         new.weight[:, :C] = old.weight
         new.bias.copy_(old.bias)
-    new.pack = old.pack
     unet.conv_in = new
     unet.cfg = dataclasses.replace(unet.cfg, in_channels=2 * C + 1)
     model.config = dataclasses.replace(model.config, unet=unet.cfg)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoldm.layers.attention import Attention
+from nanoldm.layers.frozen import frozen_block
 
 
 class GEGLU(nn.Module):
@@ -19,12 +20,11 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: (B, N, dim_in) -> (B, N, dim_out)."""
         hidden, gate = self.proj(x).chunk(2, dim=-1)
-        if torch.is_grad_enabled():
-            return hidden * F.gelu(gate)
-        # sampling: GELU and the product in place, inside the projection's output (no new activation tensor). The
-        # same values up to the rounding of the next matmul; the whole tiny UNet step is 8% faster on a CPU.
-        return hidden.mul_(torch.ops.aten.gelu_(gate))
+        if (fast := frozen_block()) is not None:
+            return fast.geglu(hidden, gate)
+        return hidden * F.gelu(gate)
 
 
 class FeedForward(nn.Module):

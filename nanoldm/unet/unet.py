@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoldm.config import UNetConfig
-from nanoldm.layers.conv import Conv2d, set_packing
+from nanoldm.layers.conv import Conv2d
+from nanoldm.layers.frozen import frozen_block
 from nanoldm.layers.resample import Downsample, Upsample
 from nanoldm.layers.resnet import ResBlock
 from nanoldm.layers.timestep import TimestepEmbedding, timestep_features
@@ -36,8 +37,6 @@ class UNetLevel(nn.Module):
 
 class UNet(nn.Module):
     """eps (or v) prediction network: ``unet(x_t, t, context) -> (B, out_channels, H, W)``."""
-
-    accepts_copies = True  # forward(..., copies=k) and one t for the batch: what Denoiser looks for
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -89,23 +88,14 @@ class UNet(nn.Module):
 
         self.conv_norm_out = nn.GroupNorm(groups, ch, eps=1e-5)
         self.conv_out = Conv2d(ch, cfg.out_channels, 3, padding=1)
-        set_packing(self, mc * max(cfg.channel_mult))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
-                class_labels: torch.Tensor | None = None, *, copies: int = 1) -> torch.Tensor:
-        """Shapes: x (B, in_channels, H, W), t (B,) or one value for all, context (copies*B, M, context_dim),
-        class_labels (B,) -> (copies*B, out_channels, H, W).
-
-        ``copies=k`` reads x as k stacked copies of itself, [x; x] for classifier-free guidance, each copy paired
-        with its own rows of ``context``: the part of the network that does not see the context (conv_in and the
-        first ResBlock) runs once, on B rows, and its output is repeated; the result is the same.
-        """
-        B = x.shape[0]
-        if context.shape[0] != copies * B:
-            raise ValueError(f"context has {context.shape[0]} rows, expected {copies} x {B} (copies x latents)")
-        t = torch.as_tensor(t, device=x.device).reshape(-1)
-        # one timestep for every row: embed it once and let the ResBlocks broadcast it
-        t = t if t.numel() == 1 else t.expand(B)
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, in_channels, H, W), t (B,) or one value for all, context (B, M, context_dim),
+        class_labels (B,) -> (B, out_channels, H, W)."""
+        if (fast := frozen_block()) is not None and fast.takes(self):
+            return fast.unet(self, x, t, context, class_labels)
+        t = torch.as_tensor(t, device=x.device).reshape(-1)  # (B,) or (1,): one embedding, broadcast
         emb = self.time_embedding(timestep_features(t, self.cfg.model_channels).to(x.dtype))  # (B or 1, emb_dim)
         if self.class_embedding is not None:
             if class_labels is None:
@@ -117,10 +107,6 @@ class UNet(nn.Module):
         for block in self.down_blocks:
             for resnet, attn in block.layers():
                 h = resnet(h, emb)
-                if copies > 1:  # the context-free prefix ends here: one row per (latent, context) pair from now on
-                    h, skips[0] = _tile(h, copies), _tile(skips[0], copies)
-                    emb = emb if emb.shape[0] == 1 else _tile(emb, copies)
-                    copies = 1
                 h = attn(h, context) if attn is not None else h
                 skips.append(h)
             for down in block.downsamplers:
@@ -143,8 +129,3 @@ class UNet(nn.Module):
             if isinstance(m, SpatialTransformer):
                 m.checkpointing = enabled
 
-
-def _tile(v: torch.Tensor, copies: int) -> torch.Tensor:
-    """[v; v; ...] ``copies`` times along the batch, in v's memory format (``repeat`` would make channels-last
-    activations plain, and every later convolution would convert them back). Shapes: (B, ...) -> (copies*B, ...)."""
-    return torch.cat([v] * copies)

@@ -143,21 +143,27 @@ def test_with_our_unet_inpainting_model_and_guidance():
     torch.testing.assert_close(guided, d_u + 4.0 * (d_c - d_u), rtol=1e-4, atol=1e-4)
 
 
-def test_our_unet_gets_x_once_and_one_timestep_and_the_same_result():
-    """With our UNet the guided call passes x once (``copies=2``) and, when every image is at the same noise level,
-    one timestep; the result is the generic [x; x] call's."""
+def test_guided_call_is_k_diffusions_and_our_unet_shares_its_prefix_in_a_block():
+    """The guided call is k-diffusion's: [x; x], [t; t], [uncond; cond], one call, chunk. In a frozen block our UNet
+    runs its context-free prefix once for both halves and, when every image is at the same noise level, embeds
+    one timestep; the result is the plain call's."""
+    from nanoldm.layers.frozen import frozen_weights
+
     torch.manual_seed(0)
     unet = UNet(TINY_UNET_INPAINT).eval()
-    seen = []
-    unet.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+    seen, rows = [], []
+    unet.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args), with_kwargs=True)
+    unet.conv_in.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
     generic = lambda x, t, c, class_labels=None: unet(x, t, c, class_labels=class_labels)  # noqa: E731
     x, concat = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8, 8)
     ctx, unctx = torch.randn(2, 3, TINY_UNET_INPAINT.context_dim), torch.randn(2, 3, TINY_UNET_INPAINT.context_dim)
     cond = Conditioning(ctx, unctx, 4.0, concat=concat)
-    for sigma, one_t in ((torch.tensor([5.0, 5.0]), True), (torch.tensor([5.0, 0.3]), False)):
-        with torch.no_grad():
+    for sigma in (torch.tensor([5.0, 5.0]), torch.tensor([5.0, 0.3])):
+        with frozen_weights():
             shared = Denoiser(unet, SD)(x, sigma, cond)
-            (x_in, t, _), kwargs = seen[-1]
-            assert x_in.shape[0] == 2 and kwargs["copies"] == 2 and t.shape == ((1,) if one_t else (2,))
+        x_in, t, context = seen[-1]
+        assert x_in.shape[0] == 4 and torch.equal(x_in[:2], x_in[2:]) and torch.equal(t[:2], t[2:])
+        assert torch.equal(context, torch.cat([unctx, ctx])) and rows[-1] == 2
+        with torch.no_grad():
             torch.testing.assert_close(shared, Denoiser(generic, SD)(x, sigma, cond), rtol=1e-4, atol=1e-4)
-            assert seen[-1][0][0].shape[0] == 4  # the generic callable got [x; x]
+        assert rows[-1] == 4  # outside a block: the plain UNet on the whole batch
