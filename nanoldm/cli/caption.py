@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from nanoldm.data.folder import ImageFolder
     from nanoldm.data.vocabulary import BASE_SHAPES, EXTRA_SHAPES, GENERIC_NOUN
     from nanoldm.evaluation.captioner import Captioner, all_captions
-    from nanoldm.text.clip_model import load_clip
+    from nanoldm.checkpoint.parts import load_clip
 
     extra = tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip())
     unknown = [s for s in extra if s not in EXTRA_SHAPES]

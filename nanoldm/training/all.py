@@ -190,9 +190,8 @@ def assemble_base(vae_path: Path, clip_path: Path, path: Path, *, seed: int = 0)
     from nanoldm.checkpoint.save import save_model
     from nanoldm.config import SHAPES_TINY
     from nanoldm.model import LatentDiffusion
-    from nanoldm.text.clip_model import load_clip
+    from nanoldm.checkpoint.parts import load_clip, load_vae
     from nanoldm.text.tokenizer import CLIPTokenizer
-    from nanoldm.training.vae import load_vae
 
     vae, clip = load_vae(vae_path), load_clip(clip_path)
     config = dataclasses.replace(SHAPES_TINY, vae=vae.cfg, text=clip.cfg.text, image_size=clip.cfg.image_size,

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanoldm.text.clip_model import CLIP, CLIPConfig, save_clip
+from nanoldm.checkpoint.parts import save_clip
+from nanoldm.text.clip_model import CLIP, CLIPConfig
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.training.loop import LOG, TrainConfig, train
 

@@ -15,7 +15,6 @@ the training checkpoint, EMA and resume cover it) and the text encoder is unused
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from nanoldm.checkpoint.parts import CONDITION_META, condition_spec, load_condition  # noqa: F401 (old home)
+from nanoldm.checkpoint.parts import save_condition as write_condition
 from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.conditioning.mask import build_concat_table, candidate_masks
 from nanoldm.data.latents import LatentCache
@@ -33,7 +34,6 @@ from nanoldm.model import LatentDiffusion
 from nanoldm.training.ldm import LDMTask, image_grid, latent_loss_options
 
 CONDITION_FILE = "condition.safetensors"
-CONDITION_META = "nanoldm_condition"
 MAX_OBJECTS = 2
 FOURIER_BANDS = 8
 
@@ -211,33 +211,9 @@ def conditioned_task(kind: str, model: LatentDiffusion, cache: LatentCache, pixe
     return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, **latent_loss_options(args))
 
 
-def condition_spec(module: torch.nn.Module) -> dict:
-    if isinstance(module, ClassEmbedding):
-        return {"kind": "class", "num_classes": module.num_classes, "context_dim": module.context_dim}
-    return {"kind": "layout", "num_classes": module.num_classes, "context_dim": module.context_dim,
-            "max_objects": module.max_objects, "fourier_bands": module.fourier_bands}
-
-
 def save_condition(module: torch.nn.Module, checkpoint: Path, path: Path) -> None:
     """Write the condition module (its EMA weights when the checkpoint has them) with its spec as metadata."""
-    from nanoldm.checkpoint.formats import write_safetensors
     from nanoldm.training.state import load_ema_weights
 
     load_ema_weights(module, "condition", checkpoint)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    write_safetensors(path, tensors, metadata={CONDITION_META: json.dumps(condition_spec(module))})
-
-
-def load_condition(path: str | Path) -> torch.nn.Module:
-    """Rebuild a condition module written by :func:`save_condition`; CheckpointError for any other file."""
-    from nanoldm.checkpoint.formats import CheckpointError, read_tensors
-
-    tensors, meta = read_tensors(path)
-    if CONDITION_META not in meta:
-        raise CheckpointError(f"{path}: not a condition module written by 'nanoldm train ldm --condition "
-                              f"class|layout' (no {CONDITION_META} metadata)")
-    spec = json.loads(meta[CONDITION_META])
-    kind = spec.pop("kind")
-    module = ClassEmbedding(**spec) if kind == "class" else LayoutEncoder(**spec)
-    module.load_state_dict(tensors)
-    return module
+    write_condition(path, module)

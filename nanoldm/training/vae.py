@@ -47,15 +47,14 @@ from PIL import Image, ImageDraw
 
 from nanoldm.autoencoder.autoencoder import AutoencoderKL
 from nanoldm.autoencoder.discriminator import PatchDiscriminator
-from nanoldm.checkpoint.formats import CheckpointError, read_metadata, read_tensors, write_safetensors
-from nanoldm.config import SHAPES_TINY, AutoencoderConfig, ModelConfig
+from nanoldm.checkpoint.parts import is_vae_file, load_vae, save_vae
+from nanoldm.config import SHAPES_TINY, AutoencoderConfig
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.training.loop import LOG, TrainConfig, train
 
 VAE_FILE = "vae.safetensors"
 MODEL_FILE = "model.safetensors"
 PICTURE_FILE = "latent_samples.png"
-FORMAT = "nanoldm.vae"
 LOSSES = ("l1", "l2")
 HOLDOUT_MAX = 256
 SCALE_IMAGES = 1024  # training images whose latents set scale_factor
@@ -172,25 +171,6 @@ def latent_scale(vae: AutoencoderKL, images: torch.Tensor, *, seed: int = 0, bat
     g = torch.Generator().manual_seed(seed)
     z = torch.cat([vae.encode(c).sample(g) for c in images.split(batch_size)])
     return float(1.0 / z.float().std())
-
-
-# --- saving, loading ------------------------------------------------------------------------
-
-def save_vae(path: str | Path, vae: AutoencoderKL) -> None:
-    """State dict + ``AutoencoderConfig`` JSON (``scale_factor`` included) in the metadata, atomically."""
-    config = json.dumps(ModelConfig(vae=vae.cfg).to_dict()["vae"], sort_keys=True)
-    write_safetensors(path, vae.state_dict(), {"format": FORMAT, "config": config,
-                                               "scale_factor": repr(vae.cfg.scale_factor)})
-
-
-def load_vae(path: str | Path) -> AutoencoderKL:
-    """The autoencoder that :func:`save_vae` wrote, in eval mode."""
-    tensors, meta = read_tensors(path)
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path}: not an autoencoder written by 'nanoldm train vae' (no {FORMAT} metadata)")
-    vae = AutoencoderKL(ModelConfig.from_dict({"vae": json.loads(meta["config"])}).vae)
-    vae.load_state_dict(tensors)
-    return vae.eval()
 
 
 # --- the sampleability picture ------------------------------------------------------------------
@@ -322,7 +302,7 @@ def initial_autoencoder(args: argparse.Namespace) -> tuple[AutoencoderKL | None,
     if fixed:
         raise ValueError(f"--init takes the architecture from {args.init}; drop {', '.join(fixed)}")
     path = Path(args.init)
-    if path.suffix.lower() == ".safetensors" and path.is_file() and read_metadata(path).get("format") == FORMAT:
+    if is_vae_file(path):
         return load_vae(path).train(), None
     from nanoldm.checkpoint.load import load_model
 

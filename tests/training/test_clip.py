@@ -16,7 +16,8 @@ from nanoldm.cli.__main__ import main  # noqa: E402
 from nanoldm.config import TextEncoderConfig  # noqa: E402
 from nanoldm.data.shapes import ShapesWorld  # noqa: E402
 from nanoldm.evaluation.captioner import Captioner, all_captions, same_caption  # noqa: E402
-from nanoldm.text.clip_model import CLIP, CLIPConfig, load_clip, save_clip  # noqa: E402
+from nanoldm.checkpoint.parts import load_clip, save_clip  # noqa: E402
+from nanoldm.text.clip_model import CLIP, CLIPConfig  # noqa: E402
 from nanoldm.text.tokenizer import CLIPTokenizer  # noqa: E402
 from nanoldm.training import TrainConfig, train  # noqa: E402
 from nanoldm.training.clip import CLIPTask, shapes_pairs  # noqa: E402

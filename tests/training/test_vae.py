@@ -17,7 +17,8 @@ from nanoldm.autoencoder.autoencoder import AutoencoderKL  # noqa: E402
 from nanoldm.cli.__main__ import main  # noqa: E402
 from nanoldm.config import AutoencoderConfig  # noqa: E402
 from nanoldm.training import TrainConfig, train  # noqa: E402
-from nanoldm.training.vae import (VAETask, load_vae, psnr, sampleability_picture, save_vae,  # noqa: E402
+from nanoldm.checkpoint.parts import load_vae, save_vae  # noqa: E402
+from nanoldm.training.vae import (VAETask, psnr, sampleability_picture,  # noqa: E402
                                   shapes_images)
 
 TINY = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, norm_groups=8)
