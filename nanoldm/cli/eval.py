@@ -109,7 +109,7 @@ def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
 
 
 def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
-    """The command line's settings as :class:`EvalSettings`, written by :func:`nanoldm.evaluation.report.write_report`."""
+    """The command line's settings as :class:`EvalSettings`; :mod:`nanoldm.evaluation.report` writes the files."""
     import dataclasses  # here, with the lazy import below, so this edit stays inside this function
 
     from nanoldm.evaluation.report import EvalSettings, write_report as write

@@ -105,8 +105,9 @@ class ShapesConditions:
     masks: torch.Tensor
 
 
-def shapes_conditions(size: int, *, count: int, seed: int, max_objects: int) -> ShapesConditions:
-    """The conditions of the images :func:`shapes_images` returns for the same arguments, in its order."""
+def shapes_conditions(size: int, *, count: int, seed: int, max_objects: int = 2) -> ShapesConditions:
+    """The conditions of the images :func:`shapes_images` returns for the same arguments, in its order
+    (``max_objects``: 2, the most the shapes world draws)."""
     samples = shapes_samples(count, size, seed=seed)
     native = native_size(size)
     N, M = len(samples), max_objects
@@ -120,3 +121,20 @@ def shapes_conditions(size: int, *, count: int, seed: int, max_objects: int) -> 
         masks = F.interpolate(masks.float(), size=(size, size), mode="area") >= 0.5
     labels = torch.tensor([s.class_label for s in samples], dtype=torch.int64)
     return ShapesConditions(labels, classes, boxes, masks)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A trainer's ``data``: ``path`` = ``"shapes"`` or a folder; ``count`` shapes-world images (folders: all);
+    ``size`` the image side (None: the trainer's default, e.g. the base model's)."""
+    path: str
+    count: int = 2000
+    size: int | None = None
+
+    @property
+    def is_shapes(self) -> bool:
+        return self.path == SHAPES
+
+    def load(self, size: int, *, seed: int, captions: Captions = Captions.ANY) -> TrainingImages:
+        """The images at ``size``; the shapes world draws them from ``seed``."""
+        return load_images(self.path, size, count=self.count, seed=seed, captions=captions)
