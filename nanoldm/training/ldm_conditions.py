@@ -180,7 +180,7 @@ def conditioned_task(kind: Condition, model: LatentDiffusion, cache: LatentCache
     """The task of a class, layout or mask condition; its labels, layouts and masks come from the shapes world
     (``data`` must be it), drawn from ``seed`` as the images were."""
     if not data.is_shapes:
-        raise SystemExit(f"--condition {kind.value} needs --data shapes (labels, layouts and masks come from it)")
+        raise ValueError(f"--condition {kind.value} needs --data shapes (labels, layouts and masks come from it)")
     conds = shapes_conditions(pixels.shape[-1], count=data.count, seed=seed, max_objects=MAX_OBJECTS)
     width = model.unet.cfg.context_dim
     with torch.random.fork_rng():  # the condition module's initial weights, from the seed (resume rebuilds them)
