@@ -14,6 +14,7 @@ from nanoldm.checkpoint.formats import CheckpointError, read_tensors
 from nanoldm.checkpoint.infer import infer_config_from_sd
 from nanoldm.config import ModelConfig
 from nanoldm.model import LatentDiffusion
+from nanoldm.text.tokenizer import CLIPTokenizer
 
 CONFIG_KEY = "nanoldm_config"  # our safetensors metadata key holding ModelConfig JSON
 ADDED_TOKENS_KEY = "nanoldm_added_tokens"  # JSON list of tokens appended to the CLIP vocabulary
@@ -65,9 +66,8 @@ def _load_diffusers(folder: Path) -> LatentDiffusion:
     sample_size = configs["unet"].get("sample_size")
     if isinstance(sample_size, int):
         config = dataclasses.replace(config, image_size=sample_size * config.vae.downsample_factor)
-    from nanoldm.text.tokenizer import CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_folder(folder / "tokenizer") if (folder / "tokenizer").exists() else _default_tokenizer([])
+    tokenizer = (CLIPTokenizer.from_folder(folder / "tokenizer") if (folder / "tokenizer").exists()
+                 else _default_tokenizer([]))
     return _assemble(config, keymap.diffusers_to_ours(parts, config), tokenizer, str(folder))
 
 
@@ -98,8 +98,6 @@ def _find_weights(part_dir: Path, stem: str, folder: Path) -> Path:
 
 def _default_tokenizer(added_tokens: list[str]):
     """CLIP's BPE from an installed package (SD 1.x files carry no vocabulary), plus any added tokens."""
-    from nanoldm.text.tokenizer import CLIPTokenizer
-
     tokenizer = CLIPTokenizer.default()
     if added_tokens:
         tokenizer.add_tokens(added_tokens)

@@ -1,10 +1,13 @@
 """``nanoldm caption DIR --clip PATH``: caption the images of a folder that have no caption, with a CLIP
 interrogator (:mod:`nanoldm.evaluation.captioner`): the best of every caption the shapes vocabulary can form.
 Writes ``NAME.txt`` beside each uncaptioned image; an image with a caption (a ``.txt`` or a
-``metadata.jsonl`` row) is left alone, and no existing file is ever overwritten."""
+``metadata.jsonl`` row) is left alone, and no existing file is ever overwritten.
+The work is :func:`nanoldm.data.captioning.caption_folder`; this file parses its arguments."""
 from __future__ import annotations
 
 import argparse
+
+from nanoldm.data.captioning import caption_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,51 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from nanoldm.data.folder import ImageFolder
-    from nanoldm.data.vocabulary import BASE_SHAPES, EXTRA_SHAPES, GENERIC_NOUN
-    from nanoldm.evaluation.captioner import Captioner, all_captions
-    from nanoldm.text.clip_model import load_clip
-
     extra = tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip())
-    unknown = [s for s in extra if s not in EXTRA_SHAPES]
-    if unknown:
-        raise ValueError(f"unknown extra shape(s) {unknown} (known: {', '.join(EXTRA_SHAPES)})")
-    clip = load_clip(args.clip)  # fail on a bad --clip before reading the folder
-    folder = ImageFolder(args.dir, size=clip.cfg.image_size)
-    todo = [i for i, c in enumerate(folder.captions) if c is None and not folder.paths[i].with_suffix(".txt").exists()]
-    if not todo:
-        print(f"{args.dir}: all {len(folder)} images have captions; nothing to do")
-        return 0
-    nouns = BASE_SHAPES + extra + ((GENERIC_NOUN,) if args.generic_noun else ())
-    captioner = Captioner(clip, all_captions(nouns, pair_sizes=args.pair_sizes),
-                          batch_size=args.batch_size)
-    images = torch.stack([folder[i]["image"] for i in todo])
-    captions = captioner(images, progress=True)
-    written = sum(_write_new(folder.paths[i].with_suffix(".txt"), c) for i, c in zip(todo, captions))
-    print(f"wrote {written} captions ({len(folder) - len(todo)} images already had one) in {args.dir}")
-    _report_against_reference(folder, todo, captions)
+    caption_folder(args.dir, args.clip, extra_shapes=extra, generic_noun=args.generic_noun,
+                   pair_sizes=args.pair_sizes, batch_size=args.batch_size)
     return 0
-
-
-def _report_against_reference(folder, todo: list[int], captions: list[str]) -> None:
-    """A shapes export made with ``--uncaptioned`` keeps each withheld caption as "reference_caption":
-    print how many of the new captions name the same picture."""
-    from nanoldm.evaluation.captioner import same_caption
-
-    pairs = [(c, folder.metadata[i].get("reference_caption")) for i, c in zip(todo, captions)]
-    pairs = [(c, ref) for c, ref in pairs if ref]
-    if pairs:
-        right = sum(same_caption(c, ref) for c, ref in pairs)
-        print(f"captions right against the withheld reference: {right / len(pairs):.1%} ({right} of {len(pairs)})")
-
-
-def _write_new(path, text: str) -> bool:
-    """Create ``path`` holding ``text`` + newline; False (and nothing written) if it already exists."""
-    try:
-        with open(path, "x", encoding="utf-8") as f:
-            f.write(text + "\n")
-    except FileExistsError:
-        return False
-    return True

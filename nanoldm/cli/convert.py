@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from nanoldm.checkpoint.load import load_model
+from nanoldm.checkpoint.save import save_model
+
 FORMATS = ("nanoldm", "diffusers", "sd")
 
 
@@ -20,11 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from nanoldm.checkpoint.load import load_model
-    from nanoldm.checkpoint.save import save_model
-
     dst = Path(args.dst)
     fmt = args.to or ("diffusers" if dst.suffix == "" else "nanoldm")
     if dst.exists() and not args.overwrite:

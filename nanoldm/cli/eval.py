@@ -88,7 +88,7 @@ def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
     """Class, layout and inpainting models: their own checks (:mod:`nanoldm.evaluation.conditions`)."""
     from nanoldm.conditioning import ClassEmbedding
     from nanoldm.evaluation import conditions
-    from nanoldm.training.ldm_conditions import load_condition
+    from nanoldm.checkpoint.parts import load_condition
 
     if args.condition is None:
         result = {"inpaint": conditions.evaluate_inpaint(pipe, count=args.singles // 3 or 1, seed=args.seed,
@@ -109,17 +109,10 @@ def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
 
 
 def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
-    from nanoldm.training.ldm import image_grid
+    """The command line's settings as :class:`EvalSettings`; :mod:`nanoldm.evaluation.report` writes the files."""
+    import dataclasses  # here, with the lazy import below, so this edit stays inside this function
 
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("model", "sampler", "steps", "cfg_scale", "seed", "held_out", "concept",
-                                              "concept_sizes", "token", "embeddings", "hypernetwork", "hypernetwork_strength",
-                                              "style")}
-    per_image = [{"prompt": p.prompt, "judged_as": p.caption, "group": p.group, "all_correct": s["all_correct"],
-                  **{k: v for k, v in s.items() if isinstance(v, bool)}} for p, _, s in report["images"]]
-    (out / "report.json").write_text(json.dumps({"settings": settings, "groups": report["groups"],
-                                                 "images": per_image}, indent=1))
-    for group in report["groups"]:
-        images = [im for p, im, _ in report["images"] if p.group == group]
-        image_grid(images, columns=16).save(out / f"{group}.png")
-    print(f"report: {out / 'report.json'}")
+    from nanoldm.evaluation.report import EvalSettings, write_report as write
+
+    fields = [f.name for f in dataclasses.fields(EvalSettings)]
+    write(report, EvalSettings(**{k: getattr(args, k) for k in fields}), out)

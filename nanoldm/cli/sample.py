@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from nanoldm.cli.generate import save_images
     from nanoldm.pipelines.conditioned import sample_condition
     from nanoldm.pipelines.pipeline import load_pipeline
-    from nanoldm.training.ldm_conditions import load_condition
+    from nanoldm.checkpoint.parts import load_condition
 
     condition = load_condition(args.condition)
     kind = type(condition).__name__

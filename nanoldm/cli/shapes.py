@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from nanoldm.data.vocabulary import STYLES
+from nanoldm.data.export import export_world
+from nanoldm.data.shapes import ShapesWorld
+from nanoldm.data.vocabulary import STYLES, parse_combinations, parse_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,18 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.data.export import export_shapes
-    from nanoldm.data.shapes import ShapesWorld
-    from nanoldm.data.vocabulary import parse_combinations, parse_names
-
     world = ShapesWorld(size=args.size, seed=args.seed, count=args.count, objects=_int_list(args.objects),
                         held_out=parse_combinations(args.held_out), split=args.split,
                         extra_shapes=parse_names(args.extra_shapes),
                         generic_extra=args.generic_extra, pair_sizes=args.pair_sizes,
                         only_shapes=parse_names(args.only_shapes), generic_share=args.generic_share,
                         style=args.style, extra_weight=args.extra_weight, sizes=parse_names(args.sizes))
-    out = export_shapes(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
-    print(f"wrote {len(world)} images ({args.size}x{args.size}) with captions and metadata.jsonl to {out}")
+    export_world(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
     return 0
 
 

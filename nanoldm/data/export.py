@@ -55,6 +55,14 @@ def export_shapes(world: ShapesWorld, directory: str | os.PathLike, *, overwrite
     return directory
 
 
+def export_world(world: ShapesWorld, directory: str | os.PathLike, *, overwrite: bool = False,
+                 uncaptioned: float = 0.0) -> Path:
+    """:func:`export_shapes`, then one line saying what was written (``nanoldm shapes export`` and ``train all``)."""
+    out = export_shapes(world, directory, overwrite=overwrite, uncaptioned=uncaptioned)
+    print(f"wrote {len(world)} images ({world.size}x{world.size}) with captions and metadata.jsonl to {out}")
+    return out
+
+
 def metadata_row(sample: ShapeSample, file_name: str) -> dict:
     """One line of metadata.jsonl: boxes are normalised (x0, y0, x1, y1); relation is null for one object."""
     return {

@@ -51,3 +51,13 @@ def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
 
 def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     return im if im.size == tuple(size) else im.resize(size, Image.Resampling.LANCZOS)
+
+
+def image_grid(images: list[Image.Image], columns: int) -> Image.Image:
+    """Paste equally sized images into rows of ``columns`` (sample rows of the trainers, eval grids)."""
+    w, h = images[0].size
+    rows = -(-len(images) // columns)  # ceil
+    grid = Image.new("RGB", (w * columns, h * rows), "white")
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % columns) * w, (i // columns) * h))
+    return grid

@@ -9,8 +9,7 @@ trained so that an image scores highest against its own caption.
 - a learned temperature ``logit_scale`` = log(1 / tau), initialised at tau = 0.07 and clamped at 100 as in
   the paper, and the symmetric contrastive loss (the paper's figure 3).
 
-:func:`save_clip` / :func:`load_clip` keep the weights and the :class:`CLIPConfig` (JSON, in the metadata) in
-one ``.safetensors`` file.
+Its file (weights and :class:`CLIPConfig`) is written and read by :mod:`nanoldm.checkpoint.parts`.
 """
 from __future__ import annotations
 
@@ -18,17 +17,14 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanoldm.checkpoint.formats import CheckpointError, read_tensors, write_safetensors
 from nanoldm.config import SHAPES_TINY, TextEncoderConfig
 from nanoldm.text.clip import CLIPTextEncoder
 
-FORMAT = "nanoldm.clip"
 MAX_LOGIT_SCALE = math.log(100.0)
 GRID = 4  # the image tower's final feature map is GRID x GRID
 
@@ -122,20 +118,3 @@ class CLIP(nn.Module):
         labels = torch.arange(len(logits), device=logits.device)
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-
-def save_clip(path: str | Path, model: CLIP) -> None:
-    """Weights + ``CLIPConfig`` JSON in the metadata, written atomically."""
-    write_safetensors(path, model.state_dict(), {"format": FORMAT, "config": model.cfg.to_json()})
-
-
-def load_clip(path: str | Path) -> CLIP:
-    """The CLIP that :func:`save_clip` wrote, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such CLIP file (train one with 'nanoldm train clip')")
-    tensors, meta = read_tensors(path)
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path}: not a CLIP written by 'nanoldm train clip' (no {FORMAT} metadata)")
-    model = CLIP(CLIPConfig.from_json(meta["config"]))
-    model.load_state_dict(tensors)
-    return model.eval()

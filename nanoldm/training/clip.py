@@ -3,57 +3,32 @@
 Loss per step: the symmetric contrastive loss of Radford et al. 2021 (fig. 3) over the batch: each image
 against every caption of the batch and each caption against every image, the matching pair the target.
 
-Data: an image folder with captions (``--data DIR``; only its captioned images train, the others are named
-in a warning) or the shapes world in memory (``--data shapes --count N``), images in [-1, 1]. Captions are
-tokenized once, up front. For the shapes world, ``HELD_OUT`` further images past ``--count`` never train;
+Data: an image folder with captions (only its captioned images train, the others are named in a warning) or
+the shapes world in memory (:class:`~nanoldm.data.sources.ImageSource`), images in [-1, 1]. Captions are
+tokenized once, up front. For the shapes world, ``HELD_OUT`` further images past ``count`` never train;
 at the end the CLIP captions them (:mod:`nanoldm.evaluation.captioner`) and the accuracy is printed and logged.
 
-Output: ``OUT/clip.safetensors`` (:func:`~nanoldm.text.clip_model.save_clip`), the EMA weights if EMA is on.
+Output: ``OUT/clip.safetensors`` (:func:`~nanoldm.checkpoint.parts.save_clip`), the EMA weights if EMA is on.
+From Python: ``train_clip(ImageSource("shapes", count=5000, size=32), TrainConfig(...), CLIPOptions())``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from nanoldm.text.clip_model import CLIP, CLIPConfig, save_clip
+from nanoldm.checkpoint.parts import save_clip
+from nanoldm.data.sources import Captions, ImageSource, shapes_images
+from nanoldm.evaluation.captioner import Captioner, caption_accuracy
+from nanoldm.text.clip_model import CLIP, CLIPConfig
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.training.loop import LOG, TrainConfig, train
+from nanoldm.training.state import load_ema_weights
 
 CLIP_FILE = "clip.safetensors"
 HELD_OUT = 256
-
-
-# --- data ------------------------------------------------------------------------------------
-
-def shapes_pairs(count: int, *, size: int = 32, seed: int = 0, start: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """Shapes-world images ``start .. start + count - 1`` in [-1, 1] and their captions.
-    Shapes: -> (count, 3, size, size), count captions."""
-    from nanoldm.data.shapes import ShapesWorld
-
-    world = ShapesWorld(size=size, seed=seed, count=start + count)
-    samples = [world.sample(i) for i in range(start, start + count)]
-    pixels = np.stack([s.image for s in samples])  # (N, S, S, 3)
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, [s.caption for s in samples]
-
-
-def folder_pairs(path: str, *, size: int) -> tuple[torch.Tensor, list[str]]:
-    """The captioned images of a folder in [-1, 1] and their captions; ValueError if none has a caption."""
-    from nanoldm.data.folder import ImageFolder
-
-    folder = ImageFolder(path, size=size)
-    keep = [i for i, c in enumerate(folder.captions) if c is not None]
-    if not keep:
-        raise ValueError(f"{path}: none of its {len(folder)} images has a caption; CLIP trains on image-caption "
-                         f"pairs (a same-name .txt beside each image, or a metadata.jsonl)")
-    if len(keep) < len(folder):
-        warnings.warn(f"{path}: {len(folder) - len(keep)} of {len(folder)} images have no caption and are not "
-                      f"used (caption them with 'nanoldm caption' once this CLIP is trained)", stacklevel=2)
-    return torch.stack([folder[i]["image"] for i in keep]), [folder.captions[i] for i in keep]
 
 
 # --- the task ---------------------------------------------------------------------------------
@@ -82,50 +57,35 @@ class CLIPTask:
         return self.model.loss(images, tokens, self.eos_id)
 
 
-# --- the command ------------------------------------------------------------------------------
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from nanoldm.cli.train import add_data_arguments, add_loop_arguments
-
-    p = sub.add_parser("clip", help="a small CLIP (image and text towers, contrastive loss)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(p, count=5000)
-    p.add_argument("--embed-dim", type=int, default=128)
-    p.add_argument("--image-channels", default="32,64,128", help="one strided conv block per entry")
-    add_loop_arguments(p, steps=2000, batch_size=64, lr=1e-3)
-    p.set_defaults(run=run)
+@dataclass(frozen=True)
+class CLIPOptions:
+    """The CLIP's own sizes (its text tower is SHAPES_TINY's): the shared embedding width and one strided conv
+    block per image-tower entry."""
+    embed_dim: int = 128
+    image_channels: tuple[int, ...] = (32, 64, 128)
 
 
-def clip_config(args: argparse.Namespace) -> CLIPConfig:
-    """The default CLIPConfig (SHAPES_TINY's text tower) with the command line's changes."""
-    return CLIPConfig(embed_dim=args.embed_dim, image_size=args.size,
-                      image_channels=tuple(int(c) for c in args.image_channels.split(",")))
-
-
-def run(args: argparse.Namespace) -> int:
-    from nanoldm.cli.train import loop_config
-
-    cfg, model_cfg = loop_config(args), clip_config(args)
-    if args.data == "shapes":
-        images, captions = shapes_pairs(args.count, size=args.size, seed=args.seed)
-    else:
-        images, captions = folder_pairs(args.data, size=args.size)
-    torch.manual_seed(cfg.seed)
-    task = CLIPTask(CLIP(model_cfg), images, captions, CLIPTokenizer.default())
-    train(task, cfg, resume=args.resume)
-    model = finish(task, cfg)
-    if args.data == "shapes":
-        report_accuracy(model, cfg, size=args.size, start=args.count)
-    print(f"wrote {Path(cfg.out_dir) / CLIP_FILE}")
-    return 0
+def train_clip(data: ImageSource, loop: TrainConfig, options: CLIPOptions = CLIPOptions(), *,
+               resume: bool = False) -> Path:
+    """Train a CLIP from scratch on ``data``'s captioned images (size: ``data.size``, default 32); the shapes
+    world is drawn from ``loop.seed``. Writes OUT/clip.safetensors and returns its path."""
+    size = data.size or 32
+    model_cfg = CLIPConfig(embed_dim=options.embed_dim, image_size=size, image_channels=options.image_channels)
+    images = data.load(size, seed=loop.seed, captions=Captions.ONLY_CAPTIONED)
+    torch.manual_seed(loop.seed)
+    task = CLIPTask(CLIP(model_cfg), images.unit(), images.captions, CLIPTokenizer.default())
+    train(task, loop, resume=resume)
+    model = finish(task, loop)
+    if data.is_shapes:
+        report_accuracy(model, loop, size=size, start=data.count)
+    print(f"wrote {Path(loop.out_dir) / CLIP_FILE}")
+    return Path(loop.out_dir) / CLIP_FILE
 
 
 def finish(task: CLIPTask, cfg: TrainConfig) -> CLIP:
     """The EMA weights if any, in eval mode; writes OUT/clip.safetensors."""
     model, out = task.model, Path(cfg.out_dir)
     if cfg.ema_decay is not None:
-        from nanoldm.training.state import load_ema_weights
-
         load_ema_weights(model, "clip", out / "checkpoint.safetensors")
     model.eval()
     save_clip(out / CLIP_FILE, model)
@@ -134,9 +94,8 @@ def finish(task: CLIPTask, cfg: TrainConfig) -> CLIP:
 
 def report_accuracy(model: CLIP, cfg: TrainConfig, *, size: int, start: int) -> dict:
     """Caption ``HELD_OUT`` unseen shapes images; print and log the exact-caption accuracy."""
-    from nanoldm.evaluation.captioner import Captioner, caption_accuracy
-
-    images, truth = shapes_pairs(HELD_OUT, size=size, seed=cfg.seed, start=start)
+    held = shapes_images(HELD_OUT, size, seed=cfg.seed, start=start)
+    images, truth = held.unit(), held.captions
     result = caption_accuracy(Captioner(model), images, truth)
     print(f"held-out captions exactly right: {result['exact']:.1%} of {len(truth)} "
           f"(single object {result['single']:.1%}, two objects {result['pair']:.1%})")

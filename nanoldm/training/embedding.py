@@ -27,22 +27,25 @@ At the end (EMA vectors when EMA is on) the embedding is written three times: ``
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nanoldm.data.latents import LatentCache, load_or_build
+from nanoldm.data.latents import LatentCache
+from nanoldm.data.sources import ImageSource
 from nanoldm.finetune.embedding_files import (Embedding, file_name, write_a1111_pt, write_a1111_safetensors,
                                              write_diffusers)
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.infotext import model_hash
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
-from nanoldm.training.ldm import (LDMTask, add_base_model_argument, add_latent_arguments, freeze,
-                                  latent_loss_options, load_data)
+from nanoldm.training.latent_setup import LatentOptions, latent_cache, prepare_model
+from nanoldm.training.ldm import LDMTask, freeze
+from nanoldm.training.loop import TrainConfig, train
+from nanoldm.training.state import load_ema_weights
 
 DIFFUSERS_FILE = "learned_embeds.safetensors"
 
@@ -109,8 +112,6 @@ class EmbeddingTask(LDMTask):
     def finish(self, checkpoint: Path | None = None) -> torch.Tensor:
         """Put the plain table back with the trained vectors (the EMA ones when ``checkpoint`` holds them) in
         the token's rows. Returns those vectors. Shapes: -> (N, width)."""
-        from nanoldm.training.state import load_ema_weights
-
         if checkpoint is not None:
             load_ema_weights(self.vectors, "embedding", checkpoint)
         self.model.text_encoder.embeddings.token_embedding = self.spliced.table
@@ -141,18 +142,6 @@ def token_captions(captions: list[str | None], init_word: str, token: str) -> li
     return out
 
 
-def load_images(data: str, size: int, *, count: int, seed: int) -> tuple[torch.Tensor, list[str | None]]:
-    """Training images and their captions (None where a folder image has none): ``"shapes"`` or a folder.
-    Shapes: -> pixels (N, 3, size, size) uint8."""
-    if data == "shapes":
-        return load_data(data, size, count=count, seed=seed)
-    from nanoldm.data.folder import ImageFolder
-
-    folder = ImageFolder(data, size=size)
-    pixels = torch.stack([((folder[i]["image"] + 1.0) * 127.5).round().to(torch.uint8) for i in range(len(folder))])
-    return pixels, list(folder.captions)
-
-
 def write_embedding(embedding: Embedding, out: str | Path) -> list[Path]:
     """The three files of the module docstring; returns their paths."""
     out, name = Path(out), file_name(embedding.name)
@@ -162,46 +151,37 @@ def write_embedding(embedding: Embedding, out: str | Path) -> list[Path]:
     return paths
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from nanoldm.cli.train import add_data_arguments, add_loop_arguments
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """The new token, the text its vectors start from (also the word it replaces in the captions), how many
+    vectors; ``latent``: the options shared with the other latent trainers (no caption dropout by default)."""
+    token: str
+    init_word: str
+    vectors: int = 1
+    latent: LatentOptions = field(default_factory=lambda: LatentOptions(cond_drop=0.0))
 
-    p = sub.add_parser("embedding", help="a textual-inversion embedding: new token vectors for a frozen model")
-    add_data_arguments(p, count=100, size=None)
-    add_base_model_argument(p, role="only the new token's vectors train")
-    p.add_argument("--token", required=True, help='the new word, e.g. "<cat-toy>"')
-    p.add_argument("--init-word", required=True, help="text whose token embeddings start the vectors; replaced "
-                                                      "by the token in the captions")
-    p.add_argument("--vectors", type=int, default=1, help="vectors per token (N)")
-    add_latent_arguments(p, cond_drop=0.0)  # sample prompts default to the first training captions
-    add_loop_arguments(p, steps=3000, batch_size=4, lr=5e-3)
-    p.set_defaults(run=run)
+    def __post_init__(self):
+        file_name(self.token)  # a bad token fails before any work
 
 
-def run(args: argparse.Namespace) -> None:
-    from nanoldm.builtin import builtin_model_path
-    from nanoldm.checkpoint.load import load_model
-    from nanoldm.cli.train import loop_config
-    from nanoldm.pipelines.infotext import model_hash
-    from nanoldm.training.loop import train
-
-    file_name(args.token)  # a bad token fails before any work
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.model = args.model or str(builtin_model_path())
-    model = load_model(args.model).to(device)
-    size = args.size or model.config.image_size
-    model.config = dataclasses.replace(model.config, image_size=size)
-    vectors = init_vectors(model, args.init_word, args.vectors)
-    pixels, captions = load_images(args.data, size, count=args.count, seed=args.seed)
-    cache, path = load_or_build(pixels, [c or "" for c in captions], model, args.cache or Path(args.out) / "cache",
-                                progress=True)
-    print(f"latent cache: {path} ({len(cache)} images)")
-    task = EmbeddingTask(model, cache, token_captions(captions, args.init_word, args.token), args.token, vectors,
-                         sample_prompts=tuple(args.sample_prompt) if args.sample_prompt else None,
-                         **latent_loss_options(args))
-    result = train(task, loop_config(args), resume=args.resume)
-    base = Path(args.model)
-    embedding = Embedding(args.token, task.finish(result.checkpoint).cpu(), result.step,
-                          model_hash(base) if base.is_file() else None, base.stem)
-    for written in write_embedding(embedding, args.out):
+def train_embedding(model: LatentDiffusion, data: ImageSource, loop: TrainConfig, options: EmbeddingOptions, *,
+                    base: Path | None = None, resume: bool = False) -> list[Path]:
+    """Textual inversion of ``options.token`` on ``model`` (frozen). ``base``: the model's file, named in the
+    A1111 files (its hash and stem). Returns the three files written (module docstring)."""
+    model = prepare_model(model, data.size, options.latent.device)
+    vectors = init_vectors(model, options.init_word, options.vectors)
+    images = data.load(model.config.image_size, seed=loop.seed)
+    cache = latent_cache(model, images.pixels, [c or "" for c in images.captions], options.latent, Path(loop.out_dir),
+                         count_captions=False)
+    task = EmbeddingTask(model, cache, token_captions(images.captions, options.init_word, options.token),
+                         options.token, vectors, sample_prompts=options.latent.sample_prompts,
+                         **options.latent.task_options())
+    result = train(task, loop, resume=resume)
+    embedding = Embedding(options.token, task.finish(result.checkpoint).cpu(), result.step,
+                          model_hash(base) if base is not None and base.is_file() else None,
+                          base.stem if base is not None else None)
+    paths = write_embedding(embedding, loop.out_dir)
+    for written in paths:
         print(f"embedding: {written}")
-    print(f"token {args.token!r}: {embedding.num_vectors} vectors (step {result.step}, loss {result.loss:.4f})")
+    print(f"token {options.token!r}: {embedding.num_vectors} vectors (step {result.step}, loss {result.loss:.4f})")
+    return paths

@@ -9,62 +9,45 @@ condition other than the caption. Each task is an :class:`LDMTask` that override
 For class and layout the condition module is trained jointly with the UNet (``modules()`` holds both, so
 the training checkpoint, EMA and resume cover it) and the text encoder is unused. At the end the UNet goes to
 ``OUT/model.safetensors`` as usual and the condition module, with its EMA weights, to
-``OUT/condition.safetensors`` (metadata ``nanoldm_condition``: its kind and constructor arguments as JSON;
-:func:`load_condition` rebuilds it). Labels, layouts and masks come from the shapes world (``--data shapes``).
+``OUT/condition.safetensors`` (:mod:`nanoldm.checkpoint.parts` writes and reads it). Labels, layouts and masks
+come from the shapes world (:func:`nanoldm.data.sources.shapes_conditions`; ``--data shapes``).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass
+import enum
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from nanoldm.checkpoint.parts import save_condition
 from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.conditioning.mask import build_concat_table, candidate_masks
 from nanoldm.data.latents import LatentCache
+from nanoldm.data.sources import ImageSource, shapes_conditions
+from nanoldm.data.vocabulary import NUM_CLASSES
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.conv import Conv2d
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
-from nanoldm.training.ldm import LDMTask, image_grid, latent_loss_options
+from nanoldm.pipelines.images import image_grid
+from nanoldm.training.latent_setup import LatentOptions
+from nanoldm.training.ldm import LDMTask
+from nanoldm.training.state import load_ema_weights
 
 CONDITION_FILE = "condition.safetensors"
-CONDITION_META = "nanoldm_condition"
 MAX_OBJECTS = 2
 FOURIER_BANDS = 8
 
 
-@dataclass
-class ShapesConditions:
-    """The shapes world's conditions for N images. Shapes: labels (N,) int64 (-1: two objects);
-    classes (N, M) int64 (-1: no object); boxes (N, M, 4); masks (N, M, H, W) bool at the training size."""
-    labels: torch.Tensor
-    classes: torch.Tensor
-    boxes: torch.Tensor
-    masks: torch.Tensor
-
-
-def shapes_conditions(size: int, *, count: int, seed: int, max_objects: int = MAX_OBJECTS) -> ShapesConditions:
-    """The conditions of the images :func:`nanoldm.training.ldm.load_data` ("shapes") returns, in its order."""
-    from nanoldm.data.shapes import IMAGE_SIZES, ShapesWorld
-
-    native = min([s for s in IMAGE_SIZES if s >= size], default=max(IMAGE_SIZES))
-    samples = list(ShapesWorld(size=native, seed=seed, count=count))
-    N, M = len(samples), max_objects
-    classes, boxes = torch.full((N, M), -1, dtype=torch.int64), torch.zeros(N, M, 4)
-    masks = torch.zeros(N, M, native, native, dtype=torch.bool)
-    for i, s in enumerate(samples):
-        for j, (cid, box) in enumerate(s.layout[:M]):
-            classes[i, j], boxes[i, j] = cid, torch.tensor(box)
-            masks[i, j] = torch.from_numpy(s.masks[j])
-    if native != size:
-        masks = F.interpolate(masks.float(), size=(size, size), mode="area") >= 0.5
-    labels = torch.tensor([s.class_label for s in samples], dtype=torch.int64)
-    return ShapesConditions(labels, classes, boxes, masks)
+class Condition(str, enum.Enum):
+    """What the UNet is conditioned on: the caption (:class:`LDMTask`), a class label, a layout, or a mask and
+    the masked image (the tasks below)."""
+    TEXT = "text"
+    CLASS = "class"
+    LAYOUT = "layout"
+    MASK = "mask"
 
 
 class ClassLDMTask(LDMTask):
@@ -191,52 +174,30 @@ def to_inpainting(model: LatentDiffusion) -> LatentDiffusion:
     return model
 
 
-def conditioned_task(kind: str, model: LatentDiffusion, cache: LatentCache, pixels: torch.Tensor, args) -> LDMTask:
-    """The task of ``--condition kind`` for ``train ldm``'s arguments (``--data shapes`` only)."""
-    from nanoldm.data.vocabulary import NUM_CLASSES
-
-    if args.data != "shapes":
-        raise SystemExit(f"--condition {kind} needs --data shapes (labels, layouts and masks come from it)")
-    conds = shapes_conditions(pixels.shape[-1], count=args.count, seed=args.seed)
+def conditioned_task(kind: Condition, model: LatentDiffusion, cache: LatentCache, pixels: torch.Tensor,
+                     data: ImageSource, *, seed: int, options: LatentOptions) -> LDMTask:
+    """The task of a class, layout or mask condition; its labels, layouts and masks come from the shapes world
+    (``data`` must be it), drawn from ``seed`` as the images were."""
+    if not data.is_shapes:
+        raise ValueError(f"--condition {kind.value} needs --data shapes (labels, layouts and masks come from it)")
+    conds = shapes_conditions(pixels.shape[-1], count=data.count, seed=seed, max_objects=MAX_OBJECTS)
     width = model.unet.cfg.context_dim
-    with torch.random.fork_rng():  # the condition module's initial weights, from --seed (resume rebuilds them)
-        torch.manual_seed(args.seed)
-        if kind == "class":
+    with torch.random.fork_rng():  # the condition module's initial weights, from the seed (resume rebuilds them)
+        torch.manual_seed(seed)
+        if kind is Condition.CLASS:
             return ClassLDMTask(model, cache, conds.labels, ClassEmbedding(NUM_CLASSES, width),
-                                **latent_loss_options(args))
-        if kind == "layout":
+                                **options.task_options())
+        if kind is Condition.LAYOUT:
             encoder = LayoutEncoder(NUM_CLASSES, width, MAX_OBJECTS, FOURIER_BANDS)
-            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, **latent_loss_options(args))
-    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, **latent_loss_options(args))
+            return LayoutLDMTask(model, cache, conds.classes, conds.boxes, encoder, **options.task_options())
+    return MaskLDMTask(model, cache, pixels, conds.masks, conds.classes >= 0, **options.task_options())
 
 
-def condition_spec(module: torch.nn.Module) -> dict:
-    if isinstance(module, ClassEmbedding):
-        return {"kind": "class", "num_classes": module.num_classes, "context_dim": module.context_dim}
-    return {"kind": "layout", "num_classes": module.num_classes, "context_dim": module.context_dim,
-            "max_objects": module.max_objects, "fourier_bands": module.fourier_bands}
-
-
-def save_condition(module: torch.nn.Module, checkpoint: Path, path: Path) -> None:
-    """Write the condition module (its EMA weights when the checkpoint has them) with its spec as metadata."""
-    from nanoldm.checkpoint.formats import write_safetensors
-    from nanoldm.training.state import load_ema_weights
-
-    load_ema_weights(module, "condition", checkpoint)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    write_safetensors(path, tensors, metadata={CONDITION_META: json.dumps(condition_spec(module))})
-
-
-def load_condition(path: str | Path) -> torch.nn.Module:
-    """Rebuild a condition module written by :func:`save_condition`; CheckpointError for any other file."""
-    from nanoldm.checkpoint.formats import CheckpointError, read_tensors
-
-    tensors, meta = read_tensors(path)
-    if CONDITION_META not in meta:
-        raise CheckpointError(f"{path}: not a condition module written by 'nanoldm train ldm --condition "
-                              f"class|layout' (no {CONDITION_META} metadata)")
-    spec = json.loads(meta[CONDITION_META])
-    kind = spec.pop("kind")
-    module = ClassEmbedding(**spec) if kind == "class" else LayoutEncoder(**spec)
-    module.load_state_dict(tensors)
-    return module
+def save_trained_condition(task: LDMTask, checkpoint: Path, out: Path) -> Path | None:
+    """For class and layout tasks, write OUT/condition.safetensors: the condition module with its EMA weights
+    when the checkpoint has them. Returns its path (None: the task has no condition module)."""
+    if not isinstance(task, (ClassLDMTask, LayoutLDMTask)):
+        return None
+    load_ema_weights(task.condition, "condition", checkpoint)
+    save_condition(out / CONDITION_FILE, task.condition)
+    return out / CONDITION_FILE

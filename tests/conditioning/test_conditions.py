@@ -8,9 +8,9 @@ from nanoldm.checkpoint.save import save_model
 from nanoldm.cli.__main__ import main
 from nanoldm.conditioning import ClassEmbedding, LayoutEncoder, inpaint_concat
 from nanoldm.data.latents import build_latent_cache
-from nanoldm.training.ldm import load_data
-from nanoldm.training.ldm_conditions import (ClassLDMTask, LayoutLDMTask, MaskLDMTask, load_condition,
-                                             shapes_conditions, to_inpainting)
+from nanoldm.checkpoint.parts import load_condition
+from nanoldm.data.sources import shapes_conditions, shapes_images
+from nanoldm.training.ldm_conditions import ClassLDMTask, LayoutLDMTask, MaskLDMTask, to_inpainting
 from nanoldm.training.loop import TrainConfig, train
 
 COUNT = 24
@@ -52,7 +52,8 @@ def test_inpaint_concat_layout():
 
 @pytest.fixture(scope="module")
 def data():
-    pixels, captions = load_data("shapes", 16, count=COUNT, seed=0)
+    images = shapes_images(COUNT, 16, seed=0)
+    pixels, captions = images.pixels, images.captions
     return pixels, captions, shapes_conditions(16, count=COUNT, seed=0)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nanoldm.data.latents import build_latent_cache, cache_key, load_or_build
-from nanoldm.training.ldm import load_data
+from nanoldm.data.sources import shapes_images
 from tests.conftest import TINY
 
 
@@ -16,7 +16,8 @@ def model(tiny_model_16px):
 
 @pytest.fixture(scope="module")
 def data():
-    return load_data("shapes", 16, count=12, seed=0)
+    images = shapes_images(12, 16, seed=0)
+    return images.pixels, images.captions
 
 
 def count_encodes(model, monkeypatch) -> list:

@@ -12,7 +12,7 @@ from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.data.vocabulary import NUM_CLASSES, class_id
 from nanoldm.pipelines.conditioned import condition_contexts, parse_class, parse_layout, sample_condition
 from nanoldm.pipelines.pipeline import Pipeline
-from nanoldm.training.ldm_conditions import CONDITION_META, condition_spec, load_condition
+from nanoldm.checkpoint.parts import CONDITION_META, condition_spec, load_condition
 
 
 def test_parse_class_and_layout():

@@ -1,7 +1,7 @@
 """Fixtures of the latent trainers' tests (ldm, embedding, hypernetwork): the tiny model and its data at 16x16."""
 import pytest
 
-from nanoldm.training.ldm import load_data
+from nanoldm.data.sources import shapes_images
 
 
 @pytest.fixture
@@ -12,4 +12,5 @@ def model(tiny_model_16px):
 @pytest.fixture(scope="module")
 def data():
     """24 shapes-world images (uint8 pixels) and their captions."""
-    return load_data("shapes", 16, count=24, seed=0)
+    images = shapes_images(24, 16, seed=0)
+    return images.pixels, images.captions

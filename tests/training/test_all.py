@@ -1,12 +1,16 @@
 """``nanoldm train all``: the whole chain runs end to end at toy sizes, records its commands, and a second run
-over the same folder skips what is done."""
+over the same folder skips what is done; the typed recipe (:mod:`nanoldm.training.recipe`) behind it."""
 import hashlib
 import json
 
-from nanoldm.cli.__main__ import main
 from nanoldm.checkpoint.formats import read_tensors
 from nanoldm.checkpoint.load import load_model
+from nanoldm.cli import train_vae
+from nanoldm.cli.__main__ import build_parser, main
+from nanoldm.cli.train_arguments import image_source, latent_options, loop_config
 from nanoldm.config import SHAPES_TINY
+from nanoldm.training import recipe
+from nanoldm.training.recipe import RecipeOptions
 
 TOY = ["--count", "48", "--generic-shape", "star", "--uncaptioned", "0.25", "--clip-steps", "2", "--vae-steps", "2", "--ldm-steps", "2",
        "--decoder-steps", "2", "--ldm-batch-size", "8", "--eval-prompts", "2"]
@@ -52,25 +56,32 @@ def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
 
 
 def test_generic_weight_and_style_share_reach_the_exports(tmp_path):
-    import argparse
+    stages = {s.name: s for s in recipe.stages(RecipeOptions(
+        out=str(tmp_path), generic_shape="star", generic_share=0.25, generic_weight=0.75, count=1000,
+        vae_style_share=0.5, ldm_min_snr_gamma=3))}
+    data, style = stages["data"].arguments["world"], stages["style_data"].arguments["world"]
+    assert data.generic_share == 0.25 and data.extra_weight == 0.75 and "star" in data.shapes
+    assert style.count == 500 and style.style == "dark"
+    assert stages["ldm"].arguments["options"].latent.min_snr_gamma == 3.0
+    default = recipe.stages(RecipeOptions(out=str(tmp_path)))  # no generic shape; the 30-minute recipe's Min-SNR 5
+    assert not any("star" in s.arguments["world"].shapes for s in default if "world" in s.arguments)
+    ldm = {s.name: s for s in default}["ldm"]
+    assert ldm.arguments["options"].latent.min_snr_gamma == 5.0 and ldm.arguments["loop"].lr == 0.001
+    off = {s.name: s for s in recipe.stages(RecipeOptions(out=str(tmp_path), ldm_min_snr_gamma=0))}  # 0 turns it off
+    assert off["ldm"].arguments["options"].latent.min_snr_gamma is None
 
-    from nanoldm.training import all as train_all
 
-    parser = argparse.ArgumentParser()
-    train_all.register(parser.add_subparsers())
-    args = parser.parse_args(["all", "--out", str(tmp_path), "--generic-shape", "star", "--generic-share", "0.25",
-                              "--generic-weight", "0.75", "--count", "1000", "--vae-style-share", "0.5",
-                              "--ldm-min-snr-gamma", "3"])
-    commands = {name: command for name, _, command in train_all.stages(args, tmp_path)}
-    data, style = commands["data"], commands["style_data"]
-    assert data[data.index("--generic-share") + 1] == "0.25" and data[data.index("--extra-weight") + 1] == "0.75"
-    assert style[style.index("--count") + 1] == "500" and style[style.index("--style") + 1] == "dark"
-    ldm = commands["ldm"]
-    assert ldm[ldm.index("--min-snr-gamma") + 1] == "3.0"
-    default = parser.parse_args(["all", "--out", str(tmp_path)])  # no generic shape; the 30-minute recipe's Min-SNR 5
-    commands = {name: command for name, _, command in train_all.stages(default, tmp_path)}
-    assert not any("--extra-shapes" in c for c in commands.values() if c)
-    ldm = commands["ldm"]
-    assert ldm[ldm.index("--min-snr-gamma") + 1] == "5.0" and ldm[ldm.index("--lr") + 1] == "0.001"
-    off = parser.parse_args(["all", "--out", str(tmp_path), "--ldm-min-snr-gamma", "0"])  # 0 turns it off
-    assert not any("--min-snr-gamma" in c for _, _, c in train_all.stages(off, tmp_path) if c)
+def test_the_recorded_commands_build_the_same_calls(tmp_path):
+    """Each stage's command in OUT/commands.txt, parsed by the command line, makes the stage's own typed call."""
+    parser = build_parser()
+    for stage in recipe.stages(RecipeOptions(out=str(tmp_path), generic_shape="star", device="cpu")):
+        if stage.command is None or stage.command[0] != "train":
+            continue
+        args = parser.parse_args(stage.command)
+        assert loop_config(args) == stage.arguments["loop"], stage.name
+        if stage.name in ("vae", "decoder"):
+            assert train_vae.vae_options(args) == stage.arguments["options"], stage.name
+        if stage.name == "ldm":
+            assert latent_options(args) == stage.arguments["options"].latent
+            assert (args.model, args.prediction, args.condition) == (str(stage.arguments["base"]), "eps", "text")
+        assert image_source(args).path == stage.arguments["data"].path, stage.name

@@ -14,7 +14,7 @@ from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.training.embedding import EmbeddingTask, init_vectors, token_captions
-from nanoldm.training.ldm import load_data
+from nanoldm.data.sources import shapes_images
 from nanoldm.training.loop import TrainConfig, train
 from tests.conftest import TINY
 
@@ -23,7 +23,8 @@ TOKEN = "<blob>"
 
 @pytest.fixture(scope="module")
 def data():
-    return load_data("shapes", 16, count=16, seed=0)
+    images = shapes_images(16, 16, seed=0)
+    return images.pixels, images.captions
 
 
 def make_model(tokenizer, *, strong_cross_attention: bool = False) -> LatentDiffusion:

@@ -4,13 +4,17 @@ import json
 import pytest
 import torch
 
+from nanoldm.checkpoint.formats import read_tensors
 from nanoldm.checkpoint.load import load_model
 from nanoldm.checkpoint.save import save_model
 from nanoldm.cli.__main__ import main
 from nanoldm.config import PredictionType
 from nanoldm.data.latents import build_latent_cache
+from nanoldm.data.sources import ImageSource
 from nanoldm.pipelines.pipeline import Pipeline
+from nanoldm.training.latent_setup import LatentOptions
 from nanoldm.training.ldm import LDMTask, with_prediction
+from nanoldm.training.ldm_trainer import LDMOptions, train_ldm
 from nanoldm.training.loop import TrainConfig, train
 
 
@@ -46,9 +50,49 @@ def test_condition_dropped_at_the_requested_rate(model, data):
     assert torch.equal(a, b)
 
 
-def test_v_prediction_target(model, data):
+def test_v_prediction_target(model, data, monkeypatch):
+    """The target is v = sqrt(ab_t) eps - sqrt(1 - ab_t) z0 exactly, for the loss's own draws of z0, t and eps."""
     task = LDMTask(with_prediction(model, PredictionType.V), build_latent_cache(*data, model))
-    assert task.prediction is PredictionType.V and torch.isfinite(task.loss(torch.arange(4), torch.Generator()))
+    assert task.prediction is PredictionType.V
+    seen = {}
+
+    def zero_unet(z_t, t, context):  # predicts 0, so the loss is mean(target^2)
+        seen.update(z_t=z_t, t=t)
+        return torch.zeros_like(z_t)
+
+    monkeypatch.setattr(task.model, "unet", zero_unet)
+    indices = torch.arange(4)
+    loss = task.loss(indices, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the loss's draws again, in its order (steps 1-3)
+    z0 = task.cache.latents(indices, g)
+    task.drop_mask(4, g)
+    t = torch.randint(0, task.schedule.num_train_timesteps, (4,), generator=g)
+    eps = torch.randn(z0.shape, generator=g)
+    ab = task.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)  # float64
+    v = (ab.sqrt() * eps - (1 - ab).sqrt() * z0).float()
+    assert torch.equal(seen["t"], t)
+    torch.testing.assert_close(seen["z_t"], (ab.sqrt() * z0 + (1 - ab).sqrt() * eps).float())
+    torch.testing.assert_close(loss, v.pow(2).mean())
+    diffusers = pytest.importorskip("diffusers")
+    reference = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                        prediction_type="v_prediction")
+    torch.testing.assert_close(v, reference.get_velocity(z0, eps, t))
+
+
+def test_train_ldm_from_python_matches_the_command_line(model, tmp_path):
+    """``train_ldm`` with no argparse, and ``nanoldm train ldm`` with the same settings, make the same weights."""
+    base = tmp_path / "base.safetensors"
+    save_model(model, base)
+    flags = ["--data", "shapes", "--count", "8", "--batch-size", "4", "--steps", "2", "--warmup-steps", "0",
+             "--seed", "1", "--device", "cpu"]
+    assert main(["train", "ldm", "--model", str(base), "--out", str(tmp_path / "cli"), *flags]) == 0
+    loop = TrainConfig(steps=2, batch_size=4, lr=1e-4, warmup_steps=0, seed=1, out_dir=str(tmp_path / "py"))
+    path = train_ldm(load_model(base), ImageSource("shapes", count=8), loop, LDMOptions(latent=LatentOptions(
+        device="cpu")))
+    assert path == tmp_path / "py" / "model.safetensors"
+    a, b = read_tensors(tmp_path / "cli" / "model.safetensors")[0], read_tensors(path)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["unet.conv_in.weight"], model.unet.conv_in.weight.detach())  # it did train
 
 
 def test_cli_end_to_end_with_resume(model, tmp_path):

@@ -206,9 +206,33 @@ def test_resume_with_other_task_options_is_a_clear_error(tmp_path):
     assert train(Weighted(None), config(tmp_path, steps=6), resume=True, progress=False).step == 6
 
 
-def test_bf16_autocast_runs(tmp_path):
-    result = train(Regression(), config(tmp_path, steps=3, bf16=True), progress=False)
-    assert result.step == 3 and np.isfinite(result.loss)
+class Recorded(Regression):
+    """The regression without randomness, recording the dtype its network computes in."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0, noisy=False)
+        self.dtypes = set()
+
+    def loss(self, batch, generator):
+        x, y = batch
+        prediction = self.net(x)
+        self.dtypes.add(prediction.dtype)
+        return F.mse_loss(prediction.float(), y)
+
+
+def test_bf16_autocast_computes_in_bf16_and_updates_like_float32(tmp_path):
+    runs = {}
+    for bf16 in (False, True):
+        task = Recorded()
+        start = torch.cat([p.detach().flatten() for p in task.net.parameters()])
+        result = train(task, config(tmp_path / str(bf16), steps=3, bf16=bf16), progress=False)
+        update = torch.cat([p.detach().flatten() for p in task.net.parameters()]) - start
+        runs[bf16] = task.dtypes, result.loss, update
+        assert all(p.dtype == torch.float32 for p in task.net.parameters())  # the weights stay float32
+    assert runs[False][0] == {torch.float32} and runs[True][0] == {torch.bfloat16}
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=0.05)
+    assert not torch.equal(runs[True][2], runs[False][2])  # bf16 rounding did change the numbers...
+    assert F.cosine_similarity(runs[True][2], runs[False][2], dim=0) > 0.99  # ...not the direction of the update
 
 
 def test_two_process_torchrun_matches_one_process(tmp_path):
