@@ -23,15 +23,16 @@ def test_layout_check_passes_the_worlds_renders_and_fails_shifted_ones(monkeypat
     renders = [s.image for s in ShapesWorld(seed=EVAL_SEED, count=12)]
     calls = iter(range(100))
     monkeypatch.setattr(conditions, "sample_contexts",
-                        lambda pipe, c, u, seeds, **kw: as_tensor([renders[next(calls)]]))
+                        lambda parts, opts, c, u, seeds: as_tensor([renders[next(calls)]]))
     condition = type("Fake", (), {"__call__": lambda self, c, b: None, "null": lambda self, n: None})()
-    result = conditions.evaluate_layout(None, condition, count=12)
+    pipe = type("NoModel", (), {"parts": lambda self: None})()  # sampling is replaced: no model needed
+    result = conditions.evaluate_layout(pipe, condition, count=12)
     assert result["placed"] == 1.0 and result["mean_iou"] > 0.8 and result["n"] >= 12
     calls = iter(range(100))
     shifted = [np.roll(im, 12, axis=1) for im in renders]
     monkeypatch.setattr(conditions, "sample_contexts",
-                        lambda pipe, c, u, seeds, **kw: as_tensor([shifted[next(calls)]]))
-    assert conditions.evaluate_layout(None, condition, count=12)["placed"] < 0.5
+                        lambda parts, opts, c, u, seeds: as_tensor([shifted[next(calls)]]))
+    assert conditions.evaluate_layout(pipe, condition, count=12)["placed"] < 0.5
 
 
 def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
