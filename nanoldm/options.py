@@ -5,6 +5,7 @@ command line (``cli/sampling_args.py`` reads its defaults from here) all start f
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from nanoldm.samplers import get_sampler
@@ -50,3 +51,9 @@ class GenerateOptions:
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):
                 raise ValueError(f"{name} {size} is not a positive multiple of the latent factor {latent_factor}")
+
+
+def as_options(options: GenerateOptions | None = None, **fields) -> GenerateOptions:
+    """``options`` (default: ``GenerateOptions()``) with ``fields`` replaced: how functions that take either a
+    ready ``GenerateOptions`` or its fields as keywords build theirs. An unknown field is a TypeError."""
+    return dataclasses.replace(options if options is not None else GenerateOptions(), **fields)

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -23,7 +24,7 @@ from nanoldm.data.shapes import ShapesWorld
 from nanoldm.data.vocabulary import BASE_SHAPES, COLOURS, class_name
 from nanoldm.evaluation.prompt_following import EVAL_SEED
 from nanoldm.evaluation.shapes_judge import judge, score
-from nanoldm.options import GenerateOptions
+from nanoldm.options import INPAINT_STRENGTH, GenerateOptions, as_options
 from nanoldm.pipelines.conditioned import condition_contexts
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.pipeline import Pipeline
@@ -40,10 +41,11 @@ def box_iou(a, b) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def evaluate_class(pipe: Pipeline, condition, *, per_class: int = 4, seed: int = 0, **sampling) -> dict:
-    """Share of images the judge reads as exactly one object of the asked class (``sampling``:
-    :class:`GenerateOptions` fields)."""
-    parts, opts = pipe.parts(), GenerateOptions(**sampling)
+def evaluate_class(pipe: Pipeline, condition, *, per_class: int = 4, seed: int = 0,
+                   options: GenerateOptions | None = None, **sampling) -> dict:
+    """Share of images the judge reads as exactly one object of the asked class (``options`` or
+    :class:`GenerateOptions` fields ``sampling``: sampler, steps, cfg_scale, ...)."""
+    parts, opts = pipe.parts(), as_options(options, **sampling)
     right = n = 0
     for k, (shape, colour) in enumerate(itertools.product(BASE_SHAPES, COLOURS)):
         context, uncond = condition_contexts(condition, f"{colour} {shape}", per_class)
@@ -55,9 +57,10 @@ def evaluate_class(pipe: Pipeline, condition, *, per_class: int = 4, seed: int =
     return {"class": right / n, "n": n}
 
 
-def evaluate_layout(pipe: Pipeline, condition, *, count: int = 64, seed: int = 0, **sampling) -> dict:
+def evaluate_layout(pipe: Pipeline, condition, *, count: int = 64, seed: int = 0,
+                    options: GenerateOptions | None = None, **sampling) -> dict:
     """Share of layout objects drawn in their box (IoU >= 0.5 with a reading of their class), and the mean IoU."""
-    parts, opts = pipe.parts(), GenerateOptions(**sampling)
+    parts, opts = pipe.parts(), as_options(options, **sampling)
     ious = []
     for i, sample in enumerate(ShapesWorld(seed=EVAL_SEED, count=count)):
         classes = torch.tensor([[cid for cid, _ in sample.layout]])
@@ -74,9 +77,11 @@ def evaluate_layout(pipe: Pipeline, condition, *, count: int = 64, seed: int = 0
     return {"placed": float((ious >= IOU_OK).mean()), "mean_iou": float(ious.mean()), "n": len(ious)}
 
 
-def evaluate_inpaint(pipe: Pipeline, *, count: int = 32, seed: int = 0, **sampling) -> dict:
+def evaluate_inpaint(pipe: Pipeline, *, count: int = 32, seed: int = 0, options: GenerateOptions | None = None,
+                     **sampling) -> dict:
     """Repaint the second object of two-object eval images: PSNR outside the mask, and the judge's verdict
-    (``sampling``: :class:`GenerateOptions` fields)."""
+    (``options`` or :class:`GenerateOptions` fields ``sampling``; strength is inpainting's unless given there)."""
+    opts = as_options(options, **{"strength": INPAINT_STRENGTH, **sampling})
     f, psnrs, right = pipe.latent_factor, [], []
     for i, sample in enumerate(ShapesWorld(seed=EVAL_SEED, count=count, objects=(2,))):
         mask = torch.from_numpy(sample.masks[1]).float()[None, None]  # (1, 1, H, W)
@@ -85,8 +90,8 @@ def evaluate_inpaint(pipe: Pipeline, *, count: int = 32, seed: int = 0, **sampli
         touched = F.interpolate(F.interpolate(mask, size=(H // f, W // f)), size=(H, W))  # latent cells repainted
         keep = (touched[0, 0] < 0.5).numpy() & (mask[0, 0] < 0.5).numpy()
         mask_image = Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8))
-        out = pipe.inpaint(sample.pil(), mask_image, sample.caption, seed=seed + i, overlay=False, progress=False,
-                           **sampling)[0]
+        out = pipe.generate(dataclasses.replace(opts, prompt=sample.caption, seed=seed + i), sample.pil(),
+                            mask_image, overlay=False, progress=False)[0]
         diff = np.asarray(out, dtype=np.float64)[keep] - sample.image[keep].astype(np.float64)
         psnrs.append(10 * np.log10(255.0 ** 2 / max(float((diff ** 2).mean()), 1e-10)) if keep.any() else np.nan)
         right.append(score(out, sample.caption)["all_correct"])

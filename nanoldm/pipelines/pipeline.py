@@ -30,8 +30,9 @@ class Pipeline:
     """A loaded model on a device, in a dtype. Each call builds :class:`ModelParts` from the model as it is then
     (textual inversion and hypernetworks change it in place) and hands them to the pipeline functions."""
 
-    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 model_path: str | Path | None = None, hypernetwork_dir: str | Path | None = None):
+    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, model_path: str | Path | None = None,
+                 hypernetwork_dir: str | Path | None = None):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.hypernetworks = HypernetworkLibrary(model.unet, folder=hypernetwork_dir)  # also <hypernet:name:w> tags
         self.device, self.dtype = torch.device(device), dtype

@@ -39,12 +39,13 @@ def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
     class Echo:  # "repaints" by returning the image itself: nothing outside the mask changes
         latent_factor = 4
 
-        def inpaint(self, image, mask, prompt, **kw):
+        def generate(self, opts, image, mask, **kw):
             assert kw["overlay"] is False  # the model's own pixels are measured, not the pasted original
+            assert opts.strength == 1.0 and opts.prompt  # inpainting's strength, the caption as the prompt
             return [image]
 
     class Blank(Echo):  # paints everything grey
-        def inpaint(self, image, mask, prompt, **kw):
+        def generate(self, opts, image, mask, **kw):
             return [image.point(lambda v: 128)]
 
     good = conditions.evaluate_inpaint(Echo(), count=4)
