@@ -22,6 +22,7 @@ from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_t
 from nanoldm.finetune.textual_inversion import load_embeddings
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
+from nanoldm.rng import resolve_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.token and not args.concept:
         raise ValueError("--token names a learned word for --concept: give --concept too")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    args.seed = resolve_seed(args.seed)  # -1 picks one, which the report then records
     opts = generate_options(args)
     if args.condition or pipe.parts().concat_channels:
         return run_conditions(pipe, args, opts)

@@ -29,8 +29,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps (default: %(default)s)")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale,
                    help="classifier-free guidance scale (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=seed,
-                   help="image i uses seed + i; -1: random (default: " + ("random)" if seed is None else "%(default)s)"))
+    shown = "random" if seed is None else "%(default)s"
+    g.add_argument("--seed", type=int, default=seed, help=f"image i uses seed + i; -1: random (default: {shown})")
     if batch_size is not None:
         g.add_argument("--batch-size", type=int, default=batch_size, help="images per call (default: %(default)s)")
         fields.append("batch_size")

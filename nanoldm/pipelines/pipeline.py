@@ -1,6 +1,7 @@
-"""``Pipeline``: a loaded model plus the three ways to generate with it. Every image comes back as a PIL image
-carrying its A1111 infotext in ``image.info["parameters"]`` (written as the PNG ``parameters`` chunk by
-``save_png``)."""
+"""``Pipeline``: a loaded model plus the three ways to generate with it (``generate`` takes a ready
+:class:`GenerateOptions`; ``txt2img`` / ``img2img`` / ``inpaint`` take its fields as keywords). Every image
+comes back as a PIL image carrying its A1111 infotext in ``image.info["parameters"]`` (written as the PNG
+``parameters`` chunk by ``save_png``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from nanoldm.builtin import builtin_model_path
 from nanoldm.checkpoint.load import load_model
 from nanoldm.diffusion.schedule import NoiseSchedule
-from nanoldm.builtin import builtin_model_path
 from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
