@@ -21,13 +21,15 @@ from nanoldm.config import (SD_V1, SHAPES_TINY, AutoencoderConfig, ModelConfig, 
                             UNetConfig)
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.text.clip import CLIPTextEncoder
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.unet.unet import UNet
 
 __all__ = [
-    "AutoencoderConfig", "AutoencoderKL", "CLIPTextEncoder", "CLIPTokenizer", "CheckpointError", "LatentDiffusion",
-    "ModelConfig", "Pipeline", "SD_V1", "SHAPES_TINY", "ScheduleConfig", "TextEncoderConfig", "UNet", "UNetConfig",
-    "frozen_weights", "load_model", "load_pipeline", "save_model",
+    "AutoencoderConfig", "AutoencoderKL", "CLIPTextEncoder", "CLIPTokenizer", "CheckpointError", "GenerateOptions",
+    "LatentDiffusion", "ModelConfig", "ModelParts", "Pipeline", "SD_V1", "SHAPES_TINY", "ScheduleConfig",
+    "TextEncoderConfig", "UNet", "UNetConfig", "frozen_weights", "load_model", "load_pipeline", "save_model",
 ]

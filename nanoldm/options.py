@@ -1,12 +1,21 @@
-"""Run-time knobs shared by the command line and the Python API (architecture lives in ``config.py``)."""
+"""Run-time knobs shared by the command line and the Python API (architecture lives in ``config.py``).
+
+``GenerateOptions`` holds the ONE set of generation defaults: ``Pipeline`` methods, ``nanoldm eval`` and the
+command line (``cli/sampling_args.py`` reads its defaults from here) all start from it.
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from nanoldm.samplers import get_sampler
+
 DEFAULT_SAMPLER = "Euler a"
+IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
+INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateOptions:
     """What a user chooses for one generation call. ``validate`` names every impossible setting."""
 
@@ -20,12 +29,14 @@ class GenerateOptions:
     height: int | None = None
     batch_size: int = 1
     clip_skip: int = 1
-    strength: float = 0.75  # img2img / inpaint: how much of the schedule is re-run
+    strength: float = IMG2IMG_STRENGTH  # img2img / inpaint: how much of the schedule is re-run
     eta: float = 0.0  # DDIM's stochasticity
 
     def validate(self, latent_factor: int) -> None:
+        """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative prompt must be strings")
+        get_sampler(self.sampler)  # an unknown name lists the valid ones
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -34,7 +45,15 @@ class GenerateOptions:
             raise ValueError(f"strength must be in [0, 1], got {self.strength}")
         if self.clip_skip < 1:
             raise ValueError(f"clip skip must be at least 1, got {self.clip_skip}")
+        if self.eta < 0:
+            raise ValueError(f"eta must be at least 0, got {self.eta}")
         for name in ("width", "height"):
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):
                 raise ValueError(f"{name} {size} is not a positive multiple of the latent factor {latent_factor}")
+
+
+def as_options(options: GenerateOptions | None = None, **fields) -> GenerateOptions:
+    """``options`` (default: ``GenerateOptions()``) with ``fields`` replaced: how functions that take either a
+    ready ``GenerateOptions`` or its fields as keywords build theirs. An unknown field is a TypeError."""
+    return dataclasses.replace(options if options is not None else GenerateOptions(), **fields)

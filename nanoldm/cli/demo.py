@@ -4,11 +4,24 @@ The built-in shapes-world model (or ``--model``) draws a handful of prompts, fou
 Stable Diffusion pipeline: CLIP text encoder -> UNet under classifier-free guidance from Gaussian latent noise ->
 VAE decoder. The images are saved as one grid PNG carrying A1111 infotext, and the judge (which reads shapes back
 without any learned model) scores every image against its prompt.
+
+Imports are at the top: ``import nanoldm`` already loads the pipeline (and torch), so importing them lazily
+would not make ``nanoldm --help`` faster.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+
+from PIL import Image
+
+from nanoldm.builtin import provenance
+from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
+from nanoldm.evaluation.shapes_judge import score
+from nanoldm.pipelines.infotext import save_png
+from nanoldm.pipelines.pipeline import load_pipeline
+from nanoldm.rng import resolve_seed
 
 PROMPTS = (
     "a large red circle at the top left",
@@ -27,22 +40,15 @@ ZOOM = 4
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the built-in model: generate for a few prompts, judge every image")
     p.add_argument("--model", default=None, help="default: the built-in shapes-world model")
-    p.add_argument("--out", default="outputs/demo", help="folder for demo.png")
-    p.add_argument("--seed", type=int, default=0, help="prompt i, image j uses seed + 4 * i + j")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--sampler", default="Euler a")
+    p.add_argument("--out", default="outputs/demo", help="folder for demo.png (default: %(default)s)")
+    # a fixed seed: the demo shows the same grid every time (prompt i, image j uses seed + 4 * i + j)
+    add_sampling_arguments(p, seed=0, batch_size=None)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from nanoldm.builtin import provenance
-    from nanoldm.evaluation.shapes_judge import score
-    from nanoldm.pipelines.infotext import save_png
-    from nanoldm.pipelines.pipeline import load_pipeline
-
+    opts = generate_options(args, batch_size=SEEDS_PER_PROMPT)
+    opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed))  # -1: one random seed for the whole grid
     pipe = load_pipeline(args.model)
     counts = pipe.model.num_parameters()
     print(f"model: {pipe.model_path} ({', '.join(f'{k} {v / 1e6:.2f}M' for k, v in counts.items())} parameters)")
@@ -52,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     size = pipe.model.config.image_size
     grid = Image.new("RGB", (size * SEEDS_PER_PROMPT, size * len(PROMPTS)), "white")
     right_total, first = 0, None
-    print(f"{SEEDS_PER_PROMPT} images per prompt ({args.sampler}, {args.steps} steps, CFG {args.cfg_scale}); "
+    print(f"{SEEDS_PER_PROMPT} images per prompt ({opts.sampler}, {opts.steps} steps, CFG {opts.cfg_scale}); "
           f"the judge's verdict per image:")
     for i, prompt in enumerate(PROMPTS):
-        images = pipe.txt2img(prompt, seed=args.seed + SEEDS_PER_PROMPT * i, batch_size=SEEDS_PER_PROMPT,
-                              steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler, progress=False)
+        images = pipe.generate(dataclasses.replace(opts, prompt=prompt, seed=opts.seed + SEEDS_PER_PROMPT * i),
+                               progress=False)
         first = first or images[0]
         verdicts = [score(im, prompt)["all_correct"] for im in images]
         right_total += sum(verdicts)

@@ -2,16 +2,31 @@
 
 Prints one row per prompt group (single object, two objects, held-out combinations) with the share of images
 right on each attribute and on all of them; with ``--out`` also writes ``report.json`` (settings, the table,
-every prompt with its verdicts) and one PNG grid per group, in the report's order."""
+every prompt with its verdicts) and one PNG grid per group, in the report's order.
+
+Imports are at the top: ``import nanoldm`` already loads the pipeline (and torch), so importing them lazily
+would not make ``nanoldm --help`` faster."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from nanoldm.data.shapes import DEFAULT_HELD_OUT
-from nanoldm.data.vocabulary import STYLES
+from nanoldm.checkpoint.parts import load_condition
 from nanoldm.cli.generate import add_dtype_argument
+from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
+from nanoldm.conditioning import ClassEmbedding
+from nanoldm.data.shapes import DEFAULT_HELD_OUT
+from nanoldm.data.vocabulary import STYLES, parse_combinations, parse_names
+from nanoldm.evaluation import conditions
+from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_table
+from nanoldm.evaluation.report import EvalSettings
+from nanoldm.evaluation.report import write_report as write
+from nanoldm.finetune.textual_inversion import load_embeddings
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
+from nanoldm.rng import resolve_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
     p.add_argument("--condition", default=None, metavar="PATH",
                    help="a class or layout model's condition.safetensors: judge classes / boxes instead of prompts")
-    p.add_argument("--sampler", default="Euler a")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    p.add_argument("--batch-size", type=int, default=32)
+    add_sampling_arguments(p, seed=0, batch_size=None)  # a fixed seed: a report must be reproducible
+    p.add_argument("--batch-size", type=int, default=32, help="prompts sampled together (default: %(default)s)")
     p.add_argument("--device", default=None)
     add_dtype_argument(p)
     p.add_argument("--out", default=None, help="folder for report.json and the image grids")
@@ -50,20 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.data.vocabulary import parse_combinations, parse_names
-    from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_table
-    from nanoldm.pipelines.pipeline import load_pipeline
-
     extra = tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip())
     if args.token and not args.concept:
         raise ValueError("--token names a learned word for --concept: give --concept too")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
-    if args.condition or pipe.unet.cfg.in_channels != pipe.unet.cfg.out_channels:
-        return run_conditions(pipe, args, sampling)
+    args.seed = resolve_seed(args.seed)  # -1 picks one, which the report then records
+    opts = generate_options(args)
+    if args.condition or pipe.parts().concat_channels:
+        return run_conditions(pipe, args, opts)
     if args.embeddings:
-        from nanoldm.finetune.textual_inversion import load_embeddings
-
         load_embeddings(pipe.model, args.embeddings, token=args.token if Path(args.embeddings).is_file() else None)
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
@@ -77,29 +84,26 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise ValueError("no prompts to evaluate: every group has a count of 0")
     report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size, extra_shapes=judged, style=args.style,
-                      **sampling)
+                      options=opts)
     print(format_table(report["groups"]))
     if args.out:
         write_report(report, args, Path(args.out))
     return 0
 
 
-def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
+def run_conditions(pipe: Pipeline, args: argparse.Namespace, opts: GenerateOptions) -> int:
     """Class, layout and inpainting models: their own checks (:mod:`nanoldm.evaluation.conditions`)."""
-    from nanoldm.conditioning import ClassEmbedding
-    from nanoldm.evaluation import conditions
-    from nanoldm.checkpoint.parts import load_condition
-
     if args.condition is None:
         result = {"inpaint": conditions.evaluate_inpaint(pipe, count=args.singles // 3 or 1, seed=args.seed,
-                                                          **sampling)}
+                                                          options=opts)}
     else:
         module = load_condition(args.condition).to(pipe.device).eval()
         if isinstance(module, ClassEmbedding):
-            result = {"class": conditions.evaluate_class(pipe, module, seed=args.seed, **sampling)}
+            result = {"class": conditions.evaluate_class(pipe, module, seed=args.seed, options=opts)}
         else:
             result = {"layout": conditions.evaluate_layout(pipe, module, count=args.singles, seed=args.seed,
-                                                            **sampling)}
+                                                            options=opts)}
+    sampling = {"sampler": opts.sampler, "steps": opts.steps, "cfg_scale": opts.cfg_scale}
     for kind, row in result.items():
         print(f"{kind}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     if args.out:
@@ -110,9 +114,5 @@ def run_conditions(pipe, args: argparse.Namespace, sampling: dict) -> int:
 
 def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
     """The command line's settings as :class:`EvalSettings`; :mod:`nanoldm.evaluation.report` writes the files."""
-    import dataclasses  # here, with the lazy import below, so this edit stays inside this function
-
-    from nanoldm.evaluation.report import EvalSettings, write_report as write
-
     fields = [f.name for f in dataclasses.fields(EvalSettings)]
     write(report, EvalSettings(**{k: getattr(args, k) for k in fields}), out)

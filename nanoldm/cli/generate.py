@@ -1,45 +1,45 @@
-"""``nanoldm txt2img | img2img | inpaint``: generate PNGs (with A1111 infotext) into ``--out``."""
+"""``nanoldm txt2img | img2img | inpaint``: generate PNGs (with A1111 infotext) into ``--out``.
+
+Imports are at the top: ``import nanoldm`` already loads the pipeline (and torch), so importing them lazily
+would not make ``nanoldm --help`` faster."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
+from nanoldm.finetune.textual_inversion import load_embeddings
+from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH
+from nanoldm.pipelines.images import load_image
+from nanoldm.pipelines.infotext import save_png
+from nanoldm.pipelines.pipeline import load_pipeline
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("txt2img", help="generate images from a prompt")
     p.add_argument("prompt")
     _common(p, default_out="outputs/txt2img")
-    p.set_defaults(run=run, mode="txt2img")
+    p.set_defaults(run=run)
 
     p = sub.add_parser("img2img", help="regenerate an image guided by a prompt")
     p.add_argument("image")
     p.add_argument("prompt")
-    p.add_argument("--strength", type=float, default=0.75, help="how much of the schedule is re-run, in [0, 1]")
-    _common(p, default_out="outputs/img2img")
-    p.set_defaults(run=run, mode="img2img")
+    _common(p, default_out="outputs/img2img", strength=IMG2IMG_STRENGTH)
+    p.set_defaults(run=run)
 
     p = sub.add_parser("inpaint", help="regenerate the white region of MASK in IMAGE")
     p.add_argument("image")
     p.add_argument("mask")
     p.add_argument("prompt")
-    p.add_argument("--strength", type=float, default=1.0, help="how much of the schedule is re-run, in [0, 1]")
-    _common(p, default_out="outputs/inpaint")
-    p.set_defaults(run=run, mode="inpaint")
+    _common(p, default_out="outputs/inpaint", strength=INPAINT_STRENGTH)
+    p.set_defaults(run=run)
 
 
-def _common(p: argparse.ArgumentParser, *, default_out: str) -> None:
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--model", default=None, help="our .safetensors, an SD 1.x file or a diffusers folder")
-    p.add_argument("--sampler", default="Euler a", help='e.g. "Euler a", "DPM++ 2M Karras", ddim, euler')
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--seed", type=int, default=-1, help="-1: random")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+def _common(p: argparse.ArgumentParser, *, default_out: str, strength: float | None = None) -> None:
+    add_sampling_arguments(p, strength=strength, image=True)
+    p.add_argument("--model", default=None, help="our .safetensors, an SD 1.x file or a diffusers folder "
+                                                 "(default: the built-in shapes model)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     add_dtype_argument(p)
     p.add_argument("--embeddings", default=None, metavar="PATH",
@@ -47,35 +47,24 @@ def _common(p: argparse.ArgumentParser, *, default_out: str) -> None:
                         "a prompt token (A1111's convention), or one file (its token: the name stored in it)")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH",
                    help="an A1111 hypernetwork (.pt or .safetensors) applied to every image (repeat to chain)")
-    p.add_argument("--hypernetwork-strength", type=float, default=1.0, help="strength of every --hypernetwork")
+    p.add_argument("--hypernetwork-strength", type=float, default=1.0,
+                   help="strength of every --hypernetwork (default: %(default)s)")
     p.add_argument("--hypernetwork-dir", default=None, metavar="DIR",
                    help="where <hypernet:name:strength> prompt tags find NAME.pt / NAME.safetensors")
-    p.add_argument("--out", default=default_out, help="output folder")
+    p.add_argument("--out", default=default_out, help="output folder (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.pipelines.images import load_image
-    from nanoldm.pipelines.pipeline import load_pipeline
-
+    opts = generate_options(args, prompt=args.prompt)
+    image = load_image(args.image) if "image" in args else None
+    mask = load_image(args.mask) if "mask" in args else None
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     if args.embeddings:
-        from nanoldm.finetune.textual_inversion import load_embeddings
-
         print("embeddings:", ", ".join(load_embeddings(pipe.model, args.embeddings)), file=sys.stderr)
     pipe.hypernetworks.folder = args.hypernetwork_dir
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
-    options = dict(negative_prompt=args.negative_prompt, sampler=args.sampler, steps=args.steps,
-                   cfg_scale=args.cfg_scale, seed=args.seed, width=args.width, height=args.height,
-                   batch_size=args.batch_size, clip_skip=args.clip_skip, eta=args.eta)
-    if args.mode == "txt2img":
-        images = pipe.txt2img(args.prompt, **options)
-    elif args.mode == "img2img":
-        images = pipe.img2img(load_image(args.image), args.prompt, strength=args.strength, **options)
-    else:
-        mask = load_image(args.mask)
-        images = pipe.inpaint(load_image(args.image), mask, args.prompt, strength=args.strength, **options)
-    save_images(images, Path(args.out))
+    save_images(pipe.generate(opts, image, mask), Path(args.out))
     return 0
 
 
@@ -87,8 +76,6 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
 
 def save_images(images: list, out: Path) -> None:
     """Write each image (PIL, with ``info["seed"]`` and ``info["parameters"]``) as a new PNG in ``out``."""
-    from nanoldm.pipelines.infotext import save_png
-
     out.mkdir(parents=True, exist_ok=True)
     for image in images:
         path = _next_free(out, image.info["seed"])

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nanoldm.cli.generate import add_dtype_argument
+from nanoldm.checkpoint.parts import load_condition
+from nanoldm.cli.generate import add_dtype_argument, save_images
+from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
+from nanoldm.pipelines.conditioned import CONDITION_DEFAULTS, sample_condition
+from nanoldm.pipelines.pipeline import load_pipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,31 +25,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--class", dest="label", help="'colour shape', e.g. 'red circle'")
     what.add_argument("--layout", help="'colour shape x0 y0 x1 y1; ...' with boxes in [0, 1], y down")
-    p.add_argument("--sampler", default="Euler a")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    p.add_argument("--batch-size", type=int, default=4)
+    # a condition's reproducible seed and its CFG scale (CONDITION_DEFAULTS); four images, to see its spread
+    add_sampling_arguments(p, seed=CONDITION_DEFAULTS["seed"], cfg_scale=CONDITION_DEFAULTS["cfg_scale"],
+                           batch_size=4)
     p.add_argument("--device", default=None)
     add_dtype_argument(p)
-    p.add_argument("--out", default="outputs/sample")
+    p.add_argument("--out", default="outputs/sample", help="output folder (default: %(default)s)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanoldm.cli.generate import save_images
-    from nanoldm.pipelines.conditioned import sample_condition
-    from nanoldm.pipelines.pipeline import load_pipeline
-    from nanoldm.checkpoint.parts import load_condition
-
     condition = load_condition(args.condition)
     kind = type(condition).__name__
     if (args.label is not None) != (kind == "ClassEmbedding"):
         raise ValueError(f"{args.condition} is a {'class' if kind == 'ClassEmbedding' else 'layout'} condition: "
                          f"use {'--class' if kind == 'ClassEmbedding' else '--layout'}")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    images = sample_condition(pipe, condition, args.label if args.label is not None else args.layout,
-                              seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
-                              cfg_scale=args.cfg_scale)
+    text = args.label if args.label is not None else args.layout
+    images = sample_condition(pipe, condition, text, generate_options(args))
     save_images(images, Path(args.out))
     return 0

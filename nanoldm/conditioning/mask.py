@@ -2,8 +2,8 @@
 
 The UNet gets 4 + 1 + 4 input channels: the noisy latent, then ``concat = [mask, masked-image latent]`` --
 the mask (1 = repaint) at latent size (nearest), and the VAE latent (posterior mode, times ``scale_factor``)
-of the image with the masked pixels zeroed. This is exactly what :mod:`nanoldm.pipelines.inpaint` feeds a
-9-channel model, so a model trained with these channels inpaints through the ordinary pipeline.
+of the image with the masked pixels zeroed. Training (``MaskLDMTask``) and the inpaint pipeline
+(:mod:`nanoldm.pipelines.inpaint`) both build these inputs with the functions below.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 
 def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pixel mask -> latent-size mask, nearest, as the inpaint pipeline does. Shapes: (B, 1, H, W) -> (B, 1, h, w)."""
+    """Pixel mask -> latent-size mask, nearest. Shapes: (B, 1, H, W) -> (B, 1, h, w)."""
     return F.interpolate(mask.float(), size=size)
 
 

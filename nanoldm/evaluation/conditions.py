@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -23,8 +24,10 @@ from nanoldm.data.shapes import ShapesWorld
 from nanoldm.data.vocabulary import BASE_SHAPES, COLOURS, class_name
 from nanoldm.evaluation.prompt_following import EVAL_SEED
 from nanoldm.evaluation.shapes_judge import judge, score
+from nanoldm.options import INPAINT_STRENGTH, GenerateOptions, as_options
 from nanoldm.pipelines.conditioned import condition_contexts
 from nanoldm.pipelines.images import tensor_to_pil
+from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import sample_contexts
 
 IOU_OK = 0.5
@@ -38,28 +41,33 @@ def box_iou(a, b) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def evaluate_class(pipe, condition, *, per_class: int = 4, seed: int = 0, **sampling) -> dict:
-    """Share of images the judge reads as exactly one object of the asked class."""
+def evaluate_class(pipe: Pipeline, condition, *, per_class: int = 4, seed: int = 0,
+                   options: GenerateOptions | None = None, **sampling) -> dict:
+    """Share of images the judge reads as exactly one object of the asked class (``options`` or
+    :class:`GenerateOptions` fields ``sampling``: sampler, steps, cfg_scale, ...)."""
+    parts, opts = pipe.parts(), as_options(options, **sampling)
     right = n = 0
     for k, (shape, colour) in enumerate(itertools.product(BASE_SHAPES, COLOURS)):
         context, uncond = condition_contexts(condition, f"{colour} {shape}", per_class)
         seeds = [seed + k * per_class + i for i in range(per_class)]
-        for image in tensor_to_pil(sample_contexts(pipe, context, uncond, seeds, **sampling)):
+        for image in tensor_to_pil(sample_contexts(parts, opts, context, uncond, seeds)):
             readings = judge(image)
             right += len(readings) == 1 and (readings[0].colour, readings[0].shape) == (colour, shape)
             n += 1
     return {"class": right / n, "n": n}
 
 
-def evaluate_layout(pipe, condition, *, count: int = 64, seed: int = 0, **sampling) -> dict:
+def evaluate_layout(pipe: Pipeline, condition, *, count: int = 64, seed: int = 0,
+                    options: GenerateOptions | None = None, **sampling) -> dict:
     """Share of layout objects drawn in their box (IoU >= 0.5 with a reading of their class), and the mean IoU."""
+    parts, opts = pipe.parts(), as_options(options, **sampling)
     ious = []
     for i, sample in enumerate(ShapesWorld(seed=EVAL_SEED, count=count)):
         classes = torch.tensor([[cid for cid, _ in sample.layout]])
         boxes = torch.tensor([[list(box) for _, box in sample.layout]], dtype=torch.float32)
         with torch.no_grad():
             context, uncond = condition(classes, boxes), condition.null(1)
-        image = tensor_to_pil(sample_contexts(pipe, context, uncond, [seed + i], **sampling))[0]
+        image = tensor_to_pil(sample_contexts(parts, opts, context, uncond, [seed + i]))[0]
         readings = judge(image)
         for cid, box in sample.layout:
             colour, shape = class_name(cid)
@@ -69,9 +77,11 @@ def evaluate_layout(pipe, condition, *, count: int = 64, seed: int = 0, **sampli
     return {"placed": float((ious >= IOU_OK).mean()), "mean_iou": float(ious.mean()), "n": len(ious)}
 
 
-def evaluate_inpaint(pipe, *, count: int = 32, seed: int = 0, steps: int = 20, cfg_scale: float = 7.0,
-                     sampler: str = "Euler a") -> dict:
-    """Repaint the second object of two-object eval images: PSNR outside the mask, and the judge's verdict."""
+def evaluate_inpaint(pipe: Pipeline, *, count: int = 32, seed: int = 0, options: GenerateOptions | None = None,
+                     **sampling) -> dict:
+    """Repaint the second object of two-object eval images: PSNR outside the mask, and the judge's verdict
+    (``options`` or :class:`GenerateOptions` fields ``sampling``; strength is inpainting's unless given there)."""
+    opts = as_options(options, **{"strength": INPAINT_STRENGTH, **sampling})
     f, psnrs, right = pipe.latent_factor, [], []
     for i, sample in enumerate(ShapesWorld(seed=EVAL_SEED, count=count, objects=(2,))):
         mask = torch.from_numpy(sample.masks[1]).float()[None, None]  # (1, 1, H, W)
@@ -80,8 +90,8 @@ def evaluate_inpaint(pipe, *, count: int = 32, seed: int = 0, steps: int = 20, c
         touched = F.interpolate(F.interpolate(mask, size=(H // f, W // f)), size=(H, W))  # latent cells repainted
         keep = (touched[0, 0] < 0.5).numpy() & (mask[0, 0] < 0.5).numpy()
         mask_image = Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8))
-        out = pipe.inpaint(sample.pil(), mask_image, sample.caption, seed=seed + i, steps=steps,
-                           cfg_scale=cfg_scale, sampler=sampler, overlay=False, progress=False)[0]
+        out = pipe.generate(dataclasses.replace(opts, prompt=sample.caption, seed=seed + i), sample.pil(),
+                            mask_image, overlay=False, progress=False)[0]
         diff = np.asarray(out, dtype=np.float64)[keep] - sample.image[keep].astype(np.float64)
         psnrs.append(10 * np.log10(255.0 ** 2 / max(float((diff ** 2).mean()), 1e-10)) if keep.any() else np.nan)
         right.append(score(out, sample.caption)["all_correct"])

@@ -19,12 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from nanoldm.data.shapes import ShapesWorld, Split
 from nanoldm.data.vocabulary import GENERIC_NOUN
 from nanoldm.evaluation.shapes_judge import score, style_of
+from nanoldm.options import GenerateOptions, as_options
 from nanoldm.pipelines.images import tensor_to_pil
+from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.text.encode import encode_prompt_pair
 
@@ -71,28 +74,32 @@ def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tupl
     return prompts
 
 
-def generate_batch(pipe, prompts: list[str], seeds: list[int], *, negative_prompt: str = "",
-                   sampler: str = "Euler a", steps: int = 20, cfg_scale: float = 7.0) -> list:
-    """One image per (prompt, seed), all in one batch (different prompts, unlike ``Pipeline.txt2img``).
-    The images equal ``pipe.txt2img(prompt, seed=seed, ...)`` one by one. Returns PIL images."""
+def generate_batch(pipe: Pipeline, prompts: list[str], seeds: list[int], options: GenerateOptions | None = None,
+                   **fields) -> list[Image.Image]:
+    """One image per (prompt, seed), all in one batch (different prompts, unlike ``Pipeline.txt2img``), at the
+    model's native size, with ``options`` or :class:`GenerateOptions` ``fields`` (negative_prompt, sampler,
+    steps, cfg_scale, ...). The images equal ``pipe.txt2img(prompt, seed=seed, ...)`` one by one."""
+    opts, parts = as_options(options, **fields), pipe.parts()
     with torch.no_grad():
-        cond, uncond = encode_prompt_pair(pipe.text_encoder, pipe.tokenizer, prompts,
-                                          [negative_prompt] * len(prompts))
-    return tensor_to_pil(sample_contexts(pipe, cond, uncond, seeds, sampler=sampler, steps=steps,
-                                         cfg_scale=cfg_scale))
+        cond, uncond = encode_prompt_pair(parts.text_encoder, parts.tokenizer, prompts,
+                                          [opts.negative_prompt] * len(prompts), clip_skip=opts.clip_skip)
+    return tensor_to_pil(sample_contexts(parts, opts, cond, uncond, seeds))
 
 
-def evaluate(pipe, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int = 32, progress: bool = True,
-             extra_shapes: tuple[str, ...] = (), style: str | None = None, **sampling) -> dict:
-    """Generate for every prompt and judge it. Returns {"groups": {group: {attribute: share right, "all": share
-    right on everything, "n": count}}, "images": [(EvalPrompt, PIL image, score dict)]}. With ``style``, the
-    "style" column is the share of images drawn in it (``style_of``); it is not part of "all"."""
+def evaluate(pipe: Pipeline, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int = 32, progress: bool = True,
+             extra_shapes: tuple[str, ...] = (), style: str | None = None, options: GenerateOptions | None = None,
+             **sampling) -> dict:
+    """Generate for every prompt and judge it (with ``options`` or :class:`GenerateOptions` fields ``sampling``).
+    Returns {"groups": {group: {attribute: share right, "all": share right on everything, "n": count}},
+    "images": [(EvalPrompt, PIL image, score dict)]}. With ``style``, the "style" column is the share of images
+    drawn in it (``style_of``); it is not part of "all"."""
+    opts = as_options(options, **sampling)
     results = []
     with tqdm(total=len(prompts), desc="eval", unit="image", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
-            images = generate_batch(pipe, [p.prompt for p in chunk], seeds, **sampling)
+            images = generate_batch(pipe, [p.prompt for p in chunk], seeds, options=opts)
             for p, image in zip(chunk, images):
                 verdict = score(image, p.caption, shapes=extra_shapes)
                 if style is not None:

@@ -27,6 +27,7 @@ from torch import nn
 from nanoldm.checkpoint.formats import CheckpointError
 from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding
 from nanoldm.model import LatentDiffusion
+from nanoldm.text.bpe import TokenizerError
 
 __all__ = ["apply_embedding", "embedding_vectors", "load_textual_inversion", "load_embeddings", "load_embeddings_dir",
            "token_embedding", "vector_token_names"]
@@ -174,8 +175,6 @@ def _embedding_files(folder: Path) -> list[Path]:
 
 
 def _apply(model: LatentDiffusion, embedding: Embedding, token: str, path: str | Path) -> str:
-    from nanoldm.text.bpe import TokenizerError
-
     try:
         apply_embedding(model, embedding.vectors, token, source=str(path))
     except TokenizerError as e:

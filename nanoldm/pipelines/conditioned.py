@@ -3,7 +3,8 @@
 Such a model is its UNet and VAE (``OUT/model.safetensors``) plus the condition module that replaced the text
 encoder (``OUT/condition.safetensors``: a :class:`ClassEmbedding` or a :class:`LayoutEncoder`). The module turns
 a class label, or a layout (class and box per object), into the context, and its null token(s) into the
-unconditional context of classifier-free guidance; the rest is txt2img (:func:`sample_contexts`).
+unconditional context of classifier-free guidance; the rest is txt2img
+(:func:`~nanoldm.pipelines.sampling.sample_contexts`).
 
 Conditions are written as text on the command line:
 
@@ -13,15 +14,25 @@ Conditions are written as text on the command line:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from PIL import Image
 
 from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.data.vocabulary import class_id
+from nanoldm.options import GenerateOptions, as_options
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.infotext import format_infotext, generation_params
+from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import sample_contexts
+from nanoldm.rng import resolve_seed
 from nanoldm.samplers import get_sampler
+
+# Where class / layout sampling differs from GenerateOptions' defaults, on purpose: a fixed seed (0, not random)
+# because a condition is a test of the model, to be reproduced; CFG 5, the scale the training previews
+# (``LDMTask(cfg_scale=5.0)``) draw these models at. ``nanoldm sample`` uses the same; the golden pixels pin it.
+CONDITION_DEFAULTS = {"seed": 0, "cfg_scale": 5.0}
 
 
 def parse_class(text: str) -> int:
@@ -69,18 +80,21 @@ def condition_contexts(condition: torch.nn.Module, text: str, batch_size: int) -
     return context.expand(batch_size, -1, -1), condition.null(batch_size)
 
 
-def sample_condition(pipe, condition: torch.nn.Module, text: str, *, seed: int = 0, batch_size: int = 1,
-                     sampler: str = "Euler a", steps: int = 20, cfg_scale: float = 5.0) -> list[Image.Image]:
-    """Images for one class or layout (image i uses seed + i), each with infotext naming the condition."""
-    condition = condition.to(pipe.device).eval()
-    context, uncond = condition_contexts(condition, text, batch_size)
-    seeds = [seed + i for i in range(batch_size)]
-    images = tensor_to_pil(sample_contexts(pipe, context, uncond, seeds, sampler=sampler, steps=steps,
-                                           cfg_scale=cfg_scale))
+def sample_condition(pipe: Pipeline, condition: torch.nn.Module, text: str, options: GenerateOptions | None = None,
+                     **fields) -> list[Image.Image]:
+    """Images for one class or layout (image i uses seed + i), each with infotext naming the condition, with
+    ``options`` or :class:`GenerateOptions` ``fields`` (seed, batch_size, sampler, steps, cfg_scale, ...; without
+    ``options``, ``CONDITION_DEFAULTS`` first)."""
+    opts = as_options(options, **{**({} if options is not None else CONDITION_DEFAULTS), **fields})
+    opts = dataclasses.replace(opts, prompt=text, seed=resolve_seed(opts.seed))
+    parts = pipe.parts()
+    condition = condition.to(parts.device).eval()
+    context, uncond = condition_contexts(condition, text, opts.batch_size)
+    seeds = [opts.seed + i for i in range(opts.batch_size)]
+    images = tensor_to_pil(sample_contexts(parts, opts, context, uncond, seeds))
     kind = "class" if isinstance(condition, ClassEmbedding) else "layout"
-    size = pipe.model.config.image_size
     for image, s in zip(images, seeds):
-        params = generation_params(steps=steps, sampler=get_sampler(sampler).name, cfg_scale=cfg_scale, seed=s,
-                                   width=size, height=size, extra={"Condition": kind})
+        params = generation_params(steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale,
+                                   seed=s, width=image.width, height=image.height, extra={"Condition": kind})
         image.info["parameters"], image.info["seed"] = format_infotext(text, "", params), s
     return images

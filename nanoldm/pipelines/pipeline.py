@@ -1,6 +1,7 @@
-"""``Pipeline``: a loaded model plus the three ways to generate with it. Every image comes back as a PIL image
-carrying its A1111 infotext in ``image.info["parameters"]`` (written as the PNG ``parameters`` chunk by
-``save_png``)."""
+"""``Pipeline``: a loaded model plus the three ways to generate with it (``generate`` takes a ready
+:class:`GenerateOptions`; ``txt2img`` / ``img2img`` / ``inpaint`` take its fields as keywords). Every image
+comes back as a PIL image carrying its A1111 infotext in ``image.info["parameters"]`` (written as the PNG
+``parameters`` chunk by ``save_png``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,23 +10,30 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from nanoldm.builtin import builtin_model_path
 from nanoldm.checkpoint.load import load_model
 from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
+from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
-from nanoldm.options import GenerateOptions
+from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
 from nanoldm.pipelines.inpaint import inpaint
+from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.rng import resolve_seed
 from nanoldm.samplers import get_sampler
 
 
 class Pipeline:
-    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 model_path: str | Path | None = None, hypernetwork_dir: str | Path | None = None):
+    """A loaded model on a device, in a dtype. Each call builds :class:`ModelParts` from the model as it is then
+    (textual inversion and hypernetworks change it in place) and hands them to the pipeline functions."""
+
+    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, model_path: str | Path | None = None,
+                 hypernetwork_dir: str | Path | None = None):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.hypernetworks = HypernetworkLibrary(model.unet, folder=hypernetwork_dir)  # also <hypernet:name:w> tags
         self.device, self.dtype = torch.device(device), dtype
@@ -39,34 +47,46 @@ class Pipeline:
     tokenizer = property(lambda self: self.model.tokenizer)
     latent_factor = property(lambda self: self.model.config.vae.downsample_factor)
 
-    def txt2img(self, prompt: str, negative_prompt: str = "", *, progress: bool = True, **options) -> list[Image.Image]:
-        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options))
-        with self.hypernetworks.prompt_applied(opts.prompt) as text:
-            images, seeds = txt2img(self, dataclasses.replace(opts, prompt=text), progress=progress)
-        return self._finish(images, seeds, opts, None)
+    def parts(self) -> ModelParts:
+        """What the pipeline functions get: the networks and facts of the model as it is now."""
+        return ModelParts.from_model(self.model, self.schedule, device=self.device, dtype=self.dtype)
 
-    def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = 0.75,
+    def txt2img(self, prompt: str, negative_prompt: str = "", *, progress: bool = True, **options) -> list[Image.Image]:
+        """``options``: any :class:`GenerateOptions` field (sampler, steps, cfg_scale, seed, width, ...)."""
+        opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options)
+        return self.generate(opts, progress=progress)
+
+    def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = IMG2IMG_STRENGTH,
                 progress: bool = True, **options) -> list[Image.Image]:
-        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
-                                             **options), image)
-        with self.hypernetworks.prompt_applied(opts.prompt) as text:
-            images, seeds = img2img(self, pil_to_tensor([image], (opts.width, opts.height)),
-                                    dataclasses.replace(opts, prompt=text), progress=progress)
-        return self._finish(images, seeds, opts, opts.strength)
+        opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength, **options)
+        return self.generate(opts, image, progress=progress)
 
     def inpaint(self, image: Image.Image, mask: Image.Image, prompt: str, negative_prompt: str = "", *,
-                strength: float = 1.0, overlay: bool = True, progress: bool = True, **options) -> list[Image.Image]:
+                strength: float = INPAINT_STRENGTH, overlay: bool = True, progress: bool = True,
+                **options) -> list[Image.Image]:
         """``overlay``: paste the original pixels back outside the mask (False: the model's own decoding)."""
-        if mask.size != image.size:
-            raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
-                             f"{image.size[0]}x{image.size[1]}: they must be the same size")
-        opts = self._resolve(GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength,
-                                             **options), image)
-        size = (opts.width, opts.height)
+        opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength, **options)
+        return self.generate(opts, image, mask, overlay=overlay, progress=progress)
+
+    def generate(self, opts: GenerateOptions, image: Image.Image | None = None, mask: Image.Image | None = None, *,
+                 overlay: bool = True, progress: bool = True) -> list[Image.Image]:
+        """txt2img without ``image``, img2img with it, inpainting with ``image`` and ``mask`` (white: repaint)."""
+        if mask is not None and (image is None or mask.size != image.size):
+            size = "none" if image is None else f"{image.size[0]}x{image.size[1]}"
+            raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size}: "
+                             f"they must be the same size")
+        opts = self._resolve(opts, image)
+        size, parts = (opts.width, opts.height), self.parts()
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
-            images, seeds = inpaint(self, pil_to_tensor([image], size), mask_to_tensor(mask, size),
-                                    dataclasses.replace(opts, prompt=text), progress=progress, overlay=overlay)
-        return self._finish(images, seeds, opts, opts.strength)
+            run = dataclasses.replace(opts, prompt=text)
+            if image is None:
+                images, seeds = txt2img(parts, run, progress=progress)
+            elif mask is None:
+                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress)
+            else:
+                images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
+                                        progress=progress, overlay=overlay)
+        return self._finish(images, seeds, opts, None if image is None else opts.strength)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
         """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any
@@ -76,18 +96,15 @@ class Pipeline:
     def load_textual_inversion(self, path: str | Path, token: str | None = None) -> str:
         """Add a textual-inversion embedding (A1111 ``.pt``/``.safetensors``, diffusers ``learned_embeds``) under
         ``token`` (default: the name stored in the file); loading a token again replaces it. Returns the token."""
-        from nanoldm.finetune.textual_inversion import load_textual_inversion
-
         return load_textual_inversion(self.model, path, token)
 
     def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
         """Fill in seed and size (the image's, else the model's native size) and check every setting."""
-        native = image.size if image is not None else (self.model.config.image_size,) * 2
+        native = image.size if image is not None else (self.model.config.image_size,) * 2  # (W, H)
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
                                    width=native[0] if opts.width is None else opts.width,
                                    height=native[1] if opts.height is None else opts.height)
-        opts.validate(self.latent_factor)
-        get_sampler(opts.sampler)  # unknown names fail before any work
+        opts.validate(self.latent_factor)  # every bad setting fails here, before any work
         return opts
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
@@ -131,8 +148,6 @@ def load_pipeline(path: str | Path | None = None, *, device: str | torch.device 
     GPU; "bfloat16" on a GPU or a CPU with bf16 units, where it is the faster choice)."""
     dtype = parse_dtype(dtype)
     if path is None:
-        from nanoldm.builtin import builtin_model_path
-
         path = builtin_model_path()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Pipeline(load_model(path, dtype=dtype), device=device, dtype=dtype, model_path=path)

@@ -1,6 +1,12 @@
-"""The part every pipeline shares: prompts -> conditioning, seeded noise -> sampler -> latents, latents -> images."""
+"""The one sampling path every generation shares: prompts -> conditioning, seeded noise -> sigmas -> Denoiser ->
+sampler -> latents (:func:`sample_latents`), latents -> images (:func:`decode`).
+
+txt2img, img2img, inpainting, ``nanoldm eval``'s batches, class / layout models and the training previews all
+come through :func:`sample_latents`; :func:`sample_contexts` is its form for ready contexts (one image per row).
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +15,7 @@ from tqdm.auto import tqdm
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.parts import ModelParts
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
@@ -38,27 +45,28 @@ def _column(sigma, x: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(-1, *([1] * (x.dim() - 1))) if sigma.dim() else sigma
 
 
-def conditioning(pipe, opts: GenerateOptions, *, concat: torch.Tensor | None = None) -> Conditioning:
-    """Prompt and negative prompt encoded (A1111 syntax, 75-token chunks) and repeated for the batch."""
+def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tensor | None = None) -> Conditioning:
+    """Prompt and negative prompt encoded (A1111 syntax, 75-token chunks) and repeated for the batch.
+    Shapes: concat (B, C_extra, h, w) or None."""
     with torch.no_grad():
-        cond, uncond = encode_prompt_pair(pipe.text_encoder, pipe.tokenizer, opts.prompt, opts.negative_prompt,
+        cond, uncond = encode_prompt_pair(parts.text_encoder, parts.tokenizer, opts.prompt, opts.negative_prompt,
                                           clip_skip=opts.clip_skip)
     B = opts.batch_size
     return Conditioning(context=cond.expand(B, -1, -1), uncond_context=uncond.expand(B, -1, -1),
                         cfg_scale=opts.cfg_scale, concat=concat)
 
 
-def denoise(pipe, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
-            init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-            progress: bool = True) -> torch.Tensor:
-    """Run the chosen sampler. txt2img starts from pure noise; with ``init_latents`` (scaled) only the last
-    ``strength`` part of the schedule is run, from the init latents noised to that level. With
-    ``repaint_mask`` (B, 1, h, w) only the masked region is generated (see ``KnownRegion``).
+def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
+                   init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
+                   progress: bool = False) -> torch.Tensor:
+    """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
+    the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
+    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``).
 
-    Shapes: -> (B, C, h, w) scaled latents.
+    Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
     spec = get_sampler(opts.sampler)
-    sigmas = spec.sigmas(pipe.schedule, opts.steps)
+    sigmas = spec.sigmas(parts.schedule, opts.steps)
     if init_latents is None:
         x = noise() * spec.init_noise_sigma(sigmas)
     else:
@@ -67,8 +75,7 @@ def denoise(pipe, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, 
             return init_latents
         start_noise = noise()
         x = init_latents + start_noise * sigmas[0]
-    denoiser = Denoiser(pipe.unet, pipe.schedule, pipe.model.config.schedule.prediction_type,
-                        quantize=spec.quantize)
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=spec.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
     with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
@@ -77,26 +84,27 @@ def denoise(pipe, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, 
                            callback=lambda i, x, denoised: bar.update())
 
 
-def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
+def decode(parts: ModelParts, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> images in [-1, 1]. Shapes: (B, C, h, w) -> (B, 3, h*f, w*f)."""
     with frozen_weights():
-        return pipe.vae.decode(latents / pipe.model.config.vae.scale_factor)
+        return parts.vae.decode(latents / parts.scale_factor)
 
 
-def sample_contexts(pipe, context: torch.Tensor, uncond_context: torch.Tensor | None, seeds: list[int], *,
-                    sampler: str = "Euler a", steps: int = 20, cfg_scale: float = 7.0) -> torch.Tensor:
-    """txt2img from ready contexts, one image per row and seed, at the model's native size: what prompts become
-    (``nanoldm eval`` batches many prompts) and what class and layout conditions give directly.
+def sample_contexts(parts: ModelParts, opts: GenerateOptions, context: torch.Tensor,
+                    uncond_context: torch.Tensor | None, seeds: list[int], *,
+                    concat: torch.Tensor | None = None) -> torch.Tensor:
+    """txt2img from ready contexts, one image per row and seed, at ``opts``' size (default: the native one):
+    what prompts become (``nanoldm eval`` batches many prompts), what class and layout conditions give directly,
+    and the training previews. ``opts``' prompt, seed and batch size are not used.
 
-    Shapes: context (B, L, D), uncond_context (B, L, D) or None -> images (B, 3, H, W) in [-1, 1].
+    Shapes: context (B, L, D), uncond_context (B, L, D) or None, concat (B, C_extra, h, w) or None
+    -> images (B, 3, H, W) in [-1, 1].
     """
-    size = pipe.model.config.image_size
-    opts = GenerateOptions(sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seeds[0], width=size,
-                           height=size, batch_size=len(seeds))
-    opts.validate(pipe.latent_factor)
-    f = pipe.latent_factor
-    noise = ImageNoise(seeds, (pipe.unet.cfg.out_channels, size // f, size // f), device=pipe.device,
-                       dtype=pipe.dtype)
-    cond = Conditioning(context=context.to(pipe.device, pipe.dtype), cfg_scale=cfg_scale,
-                        uncond_context=None if uncond_context is None else uncond_context.to(pipe.device, pipe.dtype))
-    return decode(pipe, denoise(pipe, opts, noise, cond, progress=False))
+    opts = dataclasses.replace(opts, seed=seeds[0], batch_size=len(seeds),
+                               width=opts.width or parts.image_size, height=opts.height or parts.image_size)
+    opts.validate(parts.latent_factor)
+    noise = parts.noise(seeds, opts.height, opts.width)
+    cond = Conditioning(context=context.to(parts.device, parts.dtype), cfg_scale=opts.cfg_scale,
+                        uncond_context=None if uncond_context is None else uncond_context.to(parts.device, parts.dtype),
+                        concat=None if concat is None else concat.to(parts.device, parts.dtype))
+    return decode(parts, sample_latents(parts, opts, noise, cond))

@@ -1,18 +1,17 @@
 """Text to image: Gaussian noise in latent space, denoised under classifier-free guidance, decoded by the VAE."""
 from __future__ import annotations
 
+import torch
+
 from nanoldm.options import GenerateOptions
-from nanoldm.pipelines.sampling import conditioning, decode, denoise
-from nanoldm.rng import ImageNoise
+from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
 
 
-def txt2img(pipe, opts: GenerateOptions, *, progress: bool = True):
-    """Returns (images in [-1, 1] (B, 3, H, W), seeds). ``opts`` must be resolved (seed, size) and validated."""
-    f = pipe.latent_factor
-    shape = (pipe.unet.cfg.out_channels, opts.height // f, opts.width // f)
-    if pipe.unet.cfg.in_channels != shape[0]:
-        raise ValueError(f"this is an inpainting model ({pipe.unet.cfg.in_channels} input channels): use inpaint")
+def txt2img(parts: ModelParts, opts: GenerateOptions, *, progress: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """``opts`` must be resolved (seed, size) and validated. Shapes: -> images (B, 3, H, W) in [-1, 1], B seeds."""
+    parts.require_plain("txt2img")
     seeds = [opts.seed + i for i in range(opts.batch_size)]
-    noise = ImageNoise(seeds, shape, device=pipe.device, dtype=pipe.dtype)
-    latents = denoise(pipe, opts, noise, conditioning(pipe, opts), progress=progress)
-    return decode(pipe, latents), seeds
+    noise = parts.noise(seeds, opts.height, opts.width)
+    latents = sample_latents(parts, opts, noise, conditioning(parts, opts), progress=progress)
+    return decode(parts, latents), seeds

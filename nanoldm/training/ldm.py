@@ -37,7 +37,10 @@ from nanoldm.config import PredictionType
 from nanoldm.data.latents import LatentCache
 from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.model import LatentDiffusion
-from nanoldm.pipelines.images import image_grid
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.images import image_grid, tensor_to_pil
+from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.txt2img import txt2img
 
 MODEL_FILE = "model.safetensors"
 SAMPLE_PROMPTS = ("a large red circle at the top left", "a small blue square in the center",
@@ -113,15 +116,16 @@ class LDMTask:
 
     def sample(self, step: int) -> Image.Image:
         """One image per sample prompt (seed 0, CFG), in a row, drawn with the weights now in the UNet."""
-        from nanoldm.pipelines.pipeline import Pipeline
-
         unet = self.model.unet
-        was_training, device = unet.training, next(unet.parameters()).device
-        size = self.model.config.image_size
+        was_training = unet.training
+        parts = ModelParts.from_model(self.model, self.schedule)
+        opts = GenerateOptions(steps=self.sample_steps, cfg_scale=self.cfg_scale, seed=0, width=parts.image_size,
+                               height=parts.image_size)
+        opts.validate(parts.latent_factor)
         try:
-            pipe = Pipeline(self.model, device=device)
-            images = [pipe.txt2img(p, steps=self.sample_steps, cfg_scale=self.cfg_scale, seed=0, width=size,
-                                   height=size, progress=False)[0] for p in self.sample_prompts]
+            unet.eval()
+            images = [tensor_to_pil(txt2img(parts, dataclasses.replace(opts, prompt=p))[0])[0]
+                      for p in self.sample_prompts]
         finally:
             unet.train(was_training)
         return image_grid(images, columns=len(images))

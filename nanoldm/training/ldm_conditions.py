@@ -27,11 +27,12 @@ from nanoldm.conditioning.mask import build_concat_table, candidate_masks
 from nanoldm.data.latents import LatentCache
 from nanoldm.data.sources import ImageSource, shapes_conditions
 from nanoldm.data.vocabulary import NUM_CLASSES
-from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.conv import Conv2d
-from nanoldm.layers.frozen import frozen_weights
 from nanoldm.model import LatentDiffusion
-from nanoldm.pipelines.images import image_grid
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.images import image_grid, tensor_to_pil
+from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.training.latent_setup import LatentOptions
 from nanoldm.training.ldm import LDMTask
 from nanoldm.training.state import load_ema_weights
@@ -125,32 +126,22 @@ class MaskLDMTask(LDMTask):
         return draw(self, context, self.cache.empty.expand_as(context), concat=self.table[:n, 0])
 
 
-@frozen_weights()
 def draw(task: LDMTask, context: torch.Tensor, uncond: torch.Tensor, *, concat: torch.Tensor | None = None,
          sampler: str = "Euler") -> Image.Image:
-    """Images for a batch of contexts (noise from seed 0 + i, CFG), in one row, with the weights now in the UNet."""
-    from nanoldm.samplers import get_sampler
-
-    model, unet = task.model, task.model.unet
-    was_training, device = unet.training, next(unet.parameters()).device
-    B, C = context.shape[0], unet.cfg.out_channels
-    h = task.cache.mean.shape[-1]
-    x = torch.cat([torch.randn((1, C, h, h), generator=torch.Generator("cpu").manual_seed(i)) for i in range(B)])
-    spec = get_sampler(sampler)
-    sigmas = spec.sigmas(task.schedule, task.sample_steps)
-    cond = Conditioning(context=context.to(device), uncond_context=uncond.to(device), cfg_scale=task.cfg_scale,
-                        concat=None if concat is None else concat.to(device))
+    """Images for a batch of contexts (noise from seed 0 + i, CFG), in one row, with the weights now in the UNet.
+    Shapes: context, uncond (B, L, D); concat (B, C_extra, h, w) or None."""
+    unet = task.model.unet
+    was_training = unet.training
+    parts = ModelParts.from_model(task.model, task.schedule)
+    size = task.cache.mean.shape[-1] * parts.latent_factor  # the cached latents' image size
+    opts = GenerateOptions(sampler=sampler, steps=task.sample_steps, cfg_scale=task.cfg_scale, width=size,
+                           height=size)
     try:
         unet.eval()
-        denoiser = Denoiser(unet, task.schedule, task.prediction, quantize=spec.quantize)
-        z = spec.sample(denoiser, x.to(device) * spec.init_noise_sigma(sigmas), sigmas.to(device), cond=cond,
-                        noise=None, eta=0.0, callback=None)
-        images = model.vae.decode(z / model.config.vae.scale_factor)
+        images = sample_contexts(parts, opts, context, uncond, list(range(context.shape[0])), concat=concat)
     finally:
         unet.train(was_training)
-    from nanoldm.pipelines.images import tensor_to_pil
-
-    return image_grid(tensor_to_pil(images), columns=B)
+    return image_grid(tensor_to_pil(images), columns=len(images))
 
 
 def to_inpainting(model: LatentDiffusion) -> LatentDiffusion:

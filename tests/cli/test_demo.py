@@ -1,4 +1,6 @@
 """The README's main job: the built-in model draws the demo prompts and the judge scores every image."""
+import re
+
 from PIL import Image
 
 from nanoldm.cli.__main__ import main
@@ -6,11 +8,16 @@ from nanoldm.cli.demo import PROMPTS, SEEDS_PER_PROMPT, ZOOM
 
 
 def test_demo_generates_a_judged_grid_with_infotext(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "8"]) == 0
+    """At the default settings (20 steps, CFG 7, seed 0) the built-in model gets 32 of 32 right; a floor of 28
+    leaves room for another CPU's float rounding, not for a sampling regression (8 steps already fall to 12)."""
+    assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     n = len(PROMPTS) * SEEDS_PER_PROMPT
-    assert f"/{n} images right on every attribute" in out and "trained from nothing by: nanoldm train all" in out
+    right = re.search(rf"judge: (\d+)/{n} images right on every attribute", out)
+    assert right and int(right.group(1)) >= 28, out
+    assert "trained from nothing by: nanoldm train all" in out
+    assert out.count("\n   ") >= len(PROMPTS) and "(Euler a, 20 steps, CFG 7.0)" in out
     grid = Image.open(tmp_path / "demo.png")
     assert grid.size == (32 * SEEDS_PER_PROMPT * ZOOM, 32 * len(PROMPTS) * ZOOM)
-    assert grid.info["parameters"].startswith(PROMPTS[0]) and "Steps: 8" in grid.info["parameters"]
-    assert "Model: shapes" in grid.info["parameters"]
+    assert grid.info["parameters"].startswith(PROMPTS[0]) and "Steps: 20" in grid.info["parameters"]
+    assert "Model: shapes" in grid.info["parameters"] and "Seed: 0," in grid.info["parameters"]

@@ -23,27 +23,29 @@ def test_layout_check_passes_the_worlds_renders_and_fails_shifted_ones(monkeypat
     renders = [s.image for s in ShapesWorld(seed=EVAL_SEED, count=12)]
     calls = iter(range(100))
     monkeypatch.setattr(conditions, "sample_contexts",
-                        lambda pipe, c, u, seeds, **kw: as_tensor([renders[next(calls)]]))
+                        lambda parts, opts, c, u, seeds: as_tensor([renders[next(calls)]]))
     condition = type("Fake", (), {"__call__": lambda self, c, b: None, "null": lambda self, n: None})()
-    result = conditions.evaluate_layout(None, condition, count=12)
+    pipe = type("NoModel", (), {"parts": lambda self: None})()  # sampling is replaced: no model needed
+    result = conditions.evaluate_layout(pipe, condition, count=12)
     assert result["placed"] == 1.0 and result["mean_iou"] > 0.8 and result["n"] >= 12
     calls = iter(range(100))
     shifted = [np.roll(im, 12, axis=1) for im in renders]
     monkeypatch.setattr(conditions, "sample_contexts",
-                        lambda pipe, c, u, seeds, **kw: as_tensor([shifted[next(calls)]]))
-    assert conditions.evaluate_layout(None, condition, count=12)["placed"] < 0.5
+                        lambda parts, opts, c, u, seeds: as_tensor([shifted[next(calls)]]))
+    assert conditions.evaluate_layout(pipe, condition, count=12)["placed"] < 0.5
 
 
 def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
     class Echo:  # "repaints" by returning the image itself: nothing outside the mask changes
         latent_factor = 4
 
-        def inpaint(self, image, mask, prompt, **kw):
+        def generate(self, opts, image, mask, **kw):
             assert kw["overlay"] is False  # the model's own pixels are measured, not the pasted original
+            assert opts.strength == 1.0 and opts.prompt  # inpainting's strength, the caption as the prompt
             return [image]
 
     class Blank(Echo):  # paints everything grey
-        def inpaint(self, image, mask, prompt, **kw):
+        def generate(self, opts, image, mask, **kw):
             return [image.point(lambda v: 128)]
 
     good = conditions.evaluate_inpaint(Echo(), count=4)

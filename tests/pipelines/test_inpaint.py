@@ -6,7 +6,10 @@ from PIL import Image
 
 from nanoldm.config import ModelConfig
 from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.images import pil_to_tensor, tensor_to_pil
+from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.pipeline import Pipeline
+from nanoldm.pipelines.sampling import decode
 from nanoldm.text.tokenizer import CLIPTokenizer
 from tests.conftest import TINY, TINY_TEXT, TINY_UNET_INPAINT, TINY_VAE
 
@@ -51,15 +54,11 @@ def test_without_overlay_the_model_decodes_every_pixel(image_and_mask):
 
 def test_strength_zero_runs_no_step(image_and_mask):
     """Nothing is sampled: inside the mask comes the VAE round trip of the image (one posterior draw)."""
-    from nanoldm.pipelines.images import pil_to_tensor, tensor_to_pil
-    from nanoldm.pipelines.img2img import encode_images
-    from nanoldm.pipelines.sampling import decode
-    from nanoldm.rng import ImageNoise
-
     image, mask = image_and_mask
     pipe = pipeline(TINY)
     (out,) = pipe.inpaint(image, mask, "x", seed=1, steps=4, strength=0.0, progress=False)
-    init = encode_images(pipe, pil_to_tensor([image], image.size), ImageNoise([1], (4, 16, 16)))
-    (want,) = tensor_to_pil(decode(pipe, init))
+    parts = pipe.parts()
+    init = encode_images(parts, pil_to_tensor([image], image.size), parts.noise([1], *image.size))
+    (want,) = tensor_to_pil(decode(parts, init))
     m = np.asarray(mask) > 0
     assert np.array_equal(np.asarray(out)[m], np.asarray(want)[m])
