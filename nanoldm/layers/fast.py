@@ -54,7 +54,8 @@ register_module_module_registration_hook(_remember_parent)
 
 
 def _network(module: nn.Module) -> nn.Module:
-    """The outermost module that ``module`` belongs to (itself if none)."""
+    """The outermost module that ``module`` belongs to (itself if none). Networks made by ``copy.deepcopy`` or
+    unpickling register no children, so each of their layers counts as a network of its own."""
     while (ref := _parents.get(module)) is not None and (parent := ref()) is not None:
         module = parent
     return module
