@@ -17,12 +17,10 @@ from nanoldm.checkpoint.parts import load_condition
 from nanoldm.cli.generate import add_dtype_argument
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.conditioning import ClassEmbedding
-from nanoldm.data.shapes import DEFAULT_HELD_OUT
-from nanoldm.data.vocabulary import STYLES, parse_combinations, parse_names
+from nanoldm.data.vocabulary import STYLES
 from nanoldm.evaluation import conditions
-from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_table
-from nanoldm.evaluation.report import EvalSettings
-from nanoldm.evaluation.report import write_report as write
+from nanoldm.evaluation.report import (DEFAULT_HELD_OUT_TEXT, EvalSettings, PromptCounts, evaluate_prompt_following,
+                                       write_report)
 from nanoldm.finetune.textual_inversion import load_embeddings
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
@@ -34,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="a shapes-world model (default: the built-in one)")
     p.add_argument("--singles", type=int, default=96, help="one-object prompts")
     p.add_argument("--pairs", type=int, default=64, help="two-object prompts")
-    p.add_argument("--held-out", default=", ".join(f"{c} {s}" for c, s in sorted(DEFAULT_HELD_OUT)),
+    p.add_argument("--held-out", default=DEFAULT_HELD_OUT_TEXT,
                    help="combinations the model never saw in training (default: the built-in model's); '' for none")
     p.add_argument("--held-out-count", type=int, default=48, help="prompts per held-out group")
     p.add_argument("--extra-shapes", default="", help="star and/or heart, if the model was trained with them")
@@ -67,27 +65,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--token names a learned word for --concept: give --concept too")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     args.seed = resolve_seed(args.seed)  # -1 picks one, which the report then records
-    opts = generate_options(args)
     if args.condition or pipe.parts().concat_channels:
-        return run_conditions(pipe, args, opts)
+        return run_conditions(pipe, args, generate_options(args))
     if args.embeddings:
         load_embeddings(pipe.model, args.embeddings, token=args.token if Path(args.embeddings).is_file() else None)
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
-    judged = extra + ((args.concept,) if args.concept and args.concept not in extra else ())  # shapes to read
-    size = pipe.model.config.image_size
-    prompts = eval_prompts(singles=args.singles, pairs=args.pairs, held_out=parse_combinations(args.held_out),
-                           held_out_count=args.held_out_count, extra_shapes=extra,
-                           concept=args.concept, token=args.token, concept_count=args.concept_count,
-                           concept_sizes=parse_names(args.concept_sizes),
-                           size=32 if size <= 32 else 64)
-    if not prompts:
-        raise ValueError("no prompts to evaluate: every group has a count of 0")
-    report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size, extra_shapes=judged, style=args.style,
-                      options=opts)
-    print(format_table(report["groups"]))
+    settings = EvalSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)})
+    counts = PromptCounts(singles=args.singles, pairs=args.pairs, held_out=args.held_out_count,
+                          concept=args.concept_count)
+    report = evaluate_prompt_following(pipe, settings, counts, extra_shapes=extra, batch_size=args.batch_size)
     if args.out:
-        write_report(report, args, Path(args.out))
+        write_report(report, settings, Path(args.out))
     return 0
 
 
@@ -110,9 +99,3 @@ def run_conditions(pipe: Pipeline, args: argparse.Namespace, opts: GenerateOptio
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "report.json").write_text(json.dumps({"settings": sampling, **result}, indent=1))
     return 0
-
-
-def write_report(report: dict, args: argparse.Namespace, out: Path) -> None:
-    """The command line's settings as :class:`EvalSettings`; :mod:`nanoldm.evaluation.report` writes the files."""
-    fields = [f.name for f in dataclasses.fields(EvalSettings)]
-    write(report, EvalSettings(**{k: getattr(args, k) for k in fields}), out)

@@ -12,7 +12,7 @@ from nanoldm.data.shapes import DEFAULT_HELD_OUT
 from nanoldm.data.vocabulary import parse_combinations, parse_names
 from nanoldm.evaluation.prompt_following import eval_prompts, evaluate, format_table
 from nanoldm.pipelines.images import image_grid
-from nanoldm.pipelines.pipeline import load_pipeline
+from nanoldm.pipelines.pipeline import Pipeline
 
 DEFAULT_HELD_OUT_TEXT = ", ".join(f"{c} {s}" for c, s in sorted(DEFAULT_HELD_OUT))
 
@@ -44,17 +44,19 @@ class PromptCounts:
     concept: int = 48
 
 
-def evaluate_prompt_following(settings: EvalSettings, counts: PromptCounts, *, device: str | None = None,
-                              batch_size: int = 32, dtype: str = "float32") -> dict:
-    """Generate every prompt with the plain model (no embeddings or hypernetworks: the CLI adds those),
-    judge it, print the table. Returns ``evaluate``'s report."""
-    pipe = load_pipeline(settings.model, device=device, dtype=dtype)
-    judged = (settings.concept,) if settings.concept else ()
+def evaluate_prompt_following(pipe: Pipeline, settings: EvalSettings, counts: PromptCounts, *,
+                              extra_shapes: tuple[str, ...] = (), batch_size: int = 32) -> dict:
+    """Generate every prompt with ``pipe`` as it is (embeddings and hypernetworks the caller loaded included),
+    judge it (reading ``extra_shapes`` and the concept's shape too), print the table. Returns ``evaluate``'s
+    report."""
+    judged = extra_shapes + ((settings.concept,) if settings.concept and settings.concept not in extra_shapes else ())
     size = pipe.model.config.image_size
     prompts = eval_prompts(singles=counts.singles, pairs=counts.pairs, held_out=parse_combinations(settings.held_out),
-                           held_out_count=counts.held_out, extra_shapes=(), concept=settings.concept,
+                           held_out_count=counts.held_out, extra_shapes=extra_shapes, concept=settings.concept,
                            token=settings.token, concept_count=counts.concept,
                            concept_sizes=parse_names(settings.concept_sizes), size=32 if size <= 32 else 64)
+    if not prompts:
+        raise ValueError("no prompts to evaluate: every group has a count of 0")
     report = evaluate(pipe, prompts, seed=settings.seed, batch_size=batch_size, extra_shapes=judged,
                       style=settings.style, sampler=settings.sampler, steps=settings.steps,
                       cfg_scale=settings.cfg_scale)

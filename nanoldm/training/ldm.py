@@ -28,6 +28,7 @@ command line (:mod:`nanoldm.cli.train_ldm`) builds the same call from its flags.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -116,19 +117,25 @@ class LDMTask:
 
     def sample(self, step: int) -> Image.Image:
         """One image per sample prompt (seed 0, CFG), in a row, drawn with the weights now in the UNet."""
-        unet = self.model.unet
-        was_training = unet.training
         parts = ModelParts.from_model(self.model, self.schedule)
         opts = GenerateOptions(steps=self.sample_steps, cfg_scale=self.cfg_scale, seed=0, width=parts.image_size,
                                height=parts.image_size)
         opts.validate(parts.latent_factor)
-        try:
-            unet.eval()
+        with evaluating(self.model.unet):
             images = [tensor_to_pil(txt2img(parts, dataclasses.replace(opts, prompt=p))[0])[0]
                       for p in self.sample_prompts]
-        finally:
-            unet.train(was_training)
         return image_grid(images, columns=len(images))
+
+
+@contextmanager
+def evaluating(module: torch.nn.Module):
+    """``module`` in eval mode for the block (a preview in the middle of training), then back in its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def freeze(module: torch.nn.Module) -> None:

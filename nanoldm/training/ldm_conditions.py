@@ -34,7 +34,7 @@ from nanoldm.pipelines.images import image_grid, tensor_to_pil
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.training.latent_setup import LatentOptions
-from nanoldm.training.ldm import LDMTask
+from nanoldm.training.ldm import LDMTask, evaluating
 from nanoldm.training.state import load_ema_weights
 
 CONDITION_FILE = "condition.safetensors"
@@ -130,17 +130,12 @@ def draw(task: LDMTask, context: torch.Tensor, uncond: torch.Tensor, *, concat: 
          sampler: str = "Euler") -> Image.Image:
     """Images for a batch of contexts (noise from seed 0 + i, CFG), in one row, with the weights now in the UNet.
     Shapes: context, uncond (B, L, D); concat (B, C_extra, h, w) or None."""
-    unet = task.model.unet
-    was_training = unet.training
     parts = ModelParts.from_model(task.model, task.schedule)
     size = task.cache.mean.shape[-1] * parts.latent_factor  # the cached latents' image size
     opts = GenerateOptions(sampler=sampler, steps=task.sample_steps, cfg_scale=task.cfg_scale, width=size,
                            height=size)
-    try:
-        unet.eval()
+    with evaluating(task.model.unet):
         images = sample_contexts(parts, opts, context, uncond, list(range(context.shape[0])), concat=concat)
-    finally:
-        unet.train(was_training)
     return image_grid(tensor_to_pil(images), columns=len(images))
 
 

@@ -59,6 +59,7 @@ from nanoldm.data.vocabulary import STYLES, parse_combinations, parse_names
 from nanoldm.evaluation.report import (DEFAULT_HELD_OUT_TEXT, EvalSettings, PromptCounts, evaluate_prompt_following,
                                        write_report)
 from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.pipeline import load_pipeline
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.training.clip import train_clip
 from nanoldm.training.latent_setup import LatentOptions
@@ -210,7 +211,8 @@ def ldm_stage(o: RecipeOptions, base: Path, data: Path, done: Path) -> Stage:
 
 def evaluate_to(settings: EvalSettings, counts: PromptCounts, out: Path, *, device: str | None = None) -> None:
     """``nanoldm eval --out OUT``: judge the prompts, print the table, write the report."""
-    write_report(evaluate_prompt_following(settings, counts, device=device), settings, out)
+    pipe = load_pipeline(settings.model, device=device)
+    write_report(evaluate_prompt_following(pipe, settings, counts), settings, out)
 
 
 def eval_stage(o: RecipeOptions, model: Path) -> Stage:
