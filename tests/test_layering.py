@@ -3,7 +3,8 @@
 1. only ``nanoldm/cli/`` (and ``nanoldm/__main__.py``, the ``python -m nanoldm`` entry) imports ``nanoldm.cli``,
    and only ``cli/`` parses arguments (``argparse``);
 2. the models and maths (``layers``, ``unet``, ``autoencoder``, ``text``, ``samplers``, ``diffusion``) import no
-   files, trainers, pipelines or command line (``checkpoint``, ``training``, ``pipelines``, ``cli``);
+   files, trainers, pipelines or command line (``checkpoint``, ``training``, ``pipelines``, ``cli``), and the
+   pipelines and the evaluation no trainers (``training`` may use them for previews and ``train all``'s eval);
 3. a function-local import of a ``nanoldm`` module says why it is not at the top (a comment on its line or the
    line above): the only good reason is an import cost the caller should not pay;
 4. no file in ``nanoldm/`` is over 350 lines.
@@ -16,6 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "nanoldm"
 MODELS = ("layers", "unet", "autoencoder", "text", "samplers", "diffusion")
 NOT_FOR_MODELS = ("checkpoint", "training", "pipelines", "cli")
+BELOW_TRAINING = ("pipelines", "evaluation")
 MAX_LINES = 350
 
 
@@ -60,6 +62,8 @@ def _violations(path: Path) -> list[str]:
             found.setdefault((node.lineno, "argparse"), f"{where} (only cli/ parses arguments)")
         if part in MODELS and target in NOT_FOR_MODELS:
             found.setdefault((node.lineno, "models"), f"{where} ({part}/ is models and maths)")
+        if part in BELOW_TRAINING and target == "training":
+            found.setdefault((node.lineno, "training"), f"{where} (training/ uses {part}/, not the reverse)")
     return list(found.values())
 
 
@@ -108,6 +112,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path):
     (fake / "unet").mkdir(parents=True)
     (fake / "training").mkdir()
     (fake / "unet" / "bad.py").write_text("from nanoldm.pipelines import sampling\n")
+    (fake / "pipelines").mkdir()
+    (fake / "pipelines" / "bad.py").write_text("from nanoldm.training.ldm import LDMTask\n")
     (fake / "training" / "bad.py").write_text(
         "import argparse\nfrom nanoldm.cli import train\n\ndef f():\n    from nanoldm.data import shapes\n"
         "    x = 1\n    # heavy: only the export needs it\n    from nanoldm.data import export\n"
@@ -115,6 +121,7 @@ def test_the_rules_catch_what_they_forbid(tmp_path):
     globals()["PACKAGE"], saved = fake, PACKAGE
     try:
         assert len(_violations(fake / "unet" / "bad.py")) == 1
+        assert len(_violations(fake / "pipelines" / "bad.py")) == 1
         assert len(_violations(fake / "training" / "bad.py")) == 2
         assert [v.split(": ")[1] for v in _local_imports_without_reason(fake / "training" / "bad.py")] == [
             "from nanoldm.data import shapes"]
