@@ -65,7 +65,7 @@ def _network(module: nn.Module) -> nn.Module:
 class CrossKV:
     """One cross-attention layer's keys and values of one context."""
 
-    context: torch.Tensor  # (B, M, context_dim), held: the next call's context is compared with it
+    context: torch.Tensor  # (B, M, context_dim), held: the block's kept context (see _kept_context), by identity
     k: torch.Tensor  # (B / run, M, h*d)
     v: torch.Tensor  # (B / run, M, h*d)
     run: int  # length of the runs of equal consecutive contexts (1 where they are not all equally long)
@@ -104,6 +104,9 @@ class FrozenBlock:
     packed: dict[nn.Module, PackedConv | None] = field(default_factory=dict)  # None: this one runs plain
     widest: dict[nn.Module, int] = field(default_factory=dict)  # network -> its widest convolution
     running: set[nn.Module] = field(default_factory=set)  # UNets now inside their fast call
+    # the latest context handed to cross-attention, and the equal one the layers keep K/V of (itself, or the first
+    # of a run of equal ones: a guided batch's [uncond; cond] is a new tensor at every step)
+    context_seen: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def attention(self, layer, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """``Attention.forward`` with kept keys and values, or fused Q/K/V.
@@ -121,12 +124,26 @@ class FrozenBlock:
         return layer.attend(layer.to_q(x), layer.to_k(x), layer.to_v(x), (B, N))
 
     def _cross_kv(self, layer, context: torch.Tensor) -> CrossKV:
+        context = self._kept_context(context)
         kept = self.cross_kv.get(layer)
-        if kept is None or not _same(kept.context, context):
+        if kept is None or kept.context is not context:
             run = _run_length(context)
             distinct = context[::run]
             kept = self.cross_kv[layer] = CrossKV(context, layer.to_k(distinct), layer.to_v(distinct), run)
         return kept
+
+    def _kept_context(self, context: torch.Tensor) -> torch.Tensor:
+        """The tensor the layers know ``context`` by: compared by value once per UNet call, by identity in every
+        other cross-attention layer of the call."""
+        if self.context_seen is not None:
+            latest, kept = self.context_seen
+            if context is latest:
+                return kept
+            if _same(kept, context):
+                self.context_seen = (context, kept)
+                return kept
+        self.context_seen = (context, context)
+        return context
 
     def _fused_qkv(self, layer) -> FusedQKV:
         if layer not in self.fused_qkv:
