@@ -40,9 +40,8 @@ from nanoldm.finetune.embedding_files import (Embedding, file_name, write_a1111_
                                              write_diffusers)
 from nanoldm.finetune.textual_inversion import apply_embedding, embedding_vectors, token_embedding
 from nanoldm.model import LatentDiffusion
-from nanoldm.pipelines.infotext import model_hash
 from nanoldm.text.encode import chunk_prompt, empty_chunk, encode_chunks, pad_chunks
-from nanoldm.training.latent_setup import LatentOptions, latent_cache, prepare_model
+from nanoldm.training.latent_setup import LatentOptions, base_identity, latent_cache, prepare_model
 from nanoldm.training.ldm import LDMTask, freeze
 from nanoldm.training.loop import TrainConfig, train
 from nanoldm.training.state import load_ema_weights
@@ -177,9 +176,7 @@ def train_embedding(model: LatentDiffusion, data: ImageSource, loop: TrainConfig
                          options.token, vectors, sample_prompts=options.latent.sample_prompts,
                          **options.latent.task_options())
     result = train(task, loop, resume=resume)
-    embedding = Embedding(options.token, task.finish(result.checkpoint).cpu(), result.step,
-                          model_hash(base) if base is not None and base.is_file() else None,
-                          base.stem if base is not None else None)
+    embedding = Embedding(options.token, task.finish(result.checkpoint).cpu(), result.step, *base_identity(base))
     paths = write_embedding(embedding, loop.out_dir)
     for written in paths:
         print(f"embedding: {written}")

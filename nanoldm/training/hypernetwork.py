@@ -29,8 +29,7 @@ from nanoldm.finetune.hypernetwork import (Hypernetwork, HypernetworkOptions, ap
                                            remove_hypernetworks)
 from nanoldm.finetune.hypernetwork_file import save_hypernetwork
 from nanoldm.model import LatentDiffusion
-from nanoldm.pipelines.infotext import model_hash
-from nanoldm.training.latent_setup import LatentOptions, latent_cache, prepare_model
+from nanoldm.training.latent_setup import LatentOptions, base_identity, latent_cache, prepare_model
 from nanoldm.training.ldm import SAMPLE_PROMPTS, LDMTask, freeze
 from nanoldm.training.loop import TrainConfig, train
 from nanoldm.training.state import load_ema_weights
@@ -94,9 +93,9 @@ def train_hypernetwork(model: LatentDiffusion, data: ImageSource, loop: TrainCon
     cache = latent_cache(model, images.pixels, images.captions, options.latent, Path(loop.out_dir))
     with torch.random.fork_rng():  # the same initial weights from the seed (a resumed run then loads its own)
         torch.manual_seed(loop.seed)
-        hn = Hypernetwork(widths, options.structure, name=name,
-                          sd_checkpoint=model_hash(base) if base is not None and base.is_file() else None,
-                          sd_checkpoint_name=base.stem if base is not None else None)
+        checkpoint_hash, checkpoint_name = base_identity(base)
+        hn = Hypernetwork(widths, options.structure, name=name, sd_checkpoint=checkpoint_hash,
+                          sd_checkpoint_name=checkpoint_name)
     task = HypernetworkTask(model, cache, hn, **options.latent.task_options(),
                             sample_prompts=options.latent.sample_prompts or SAMPLE_PROMPTS)
     result = train(task, loop, resume=resume)

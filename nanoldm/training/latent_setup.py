@@ -12,6 +12,7 @@ from nanoldm.checkpoint.save import save_model
 from nanoldm.config import PRESETS
 from nanoldm.data.latents import LatentCache, load_or_build
 from nanoldm.model import LatentDiffusion
+from nanoldm.pipelines.infotext import model_hash
 from nanoldm.text.tokenizer import CLIPTokenizer
 from nanoldm.training.state import load_ema_weights
 
@@ -62,3 +63,11 @@ def save_final(model: LatentDiffusion, checkpoint: Path, path: Path) -> None:
     """Write the whole model; the UNet takes the EMA weights from the training checkpoint when it has them."""
     load_ema_weights(model.unet, "unet", checkpoint)
     save_model(model, path, overwrite=True)
+
+
+def base_identity(base: Path | None) -> tuple[str | None, str | None]:
+    """What a finetune file records of its base model: A1111's short hash of the file (folders have none) and
+    the file's name without suffix; (None, None) without a base file."""
+    if base is None:
+        return None, None
+    return (model_hash(base) if base.is_file() else None), base.stem
