@@ -6,6 +6,7 @@ command line (``cli/sampling_args.py`` reads its defaults from here) all start f
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from nanoldm.samplers import get_sampler
@@ -37,6 +38,9 @@ class GenerateOptions:
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative prompt must be strings")
         get_sampler(self.sampler)  # an unknown name lists the valid ones
+        for name in ("cfg_scale", "strength", "eta"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name.replace('_', ' ')} must be a finite number, got {getattr(self, name)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:

@@ -76,6 +76,8 @@ def load_pickle(path: str | Path, *, what: str = "checkpoint", allow: tuple[type
         raise CheckpointError(
             f"{path}: refused: its pickle asks to run code beyond plain tensors, which weights-only "
             f"loading never executes ({reason})") from None
+    except (KeyError, IndexError):  # torch's legacy reader on a file that is no pickle at all (a text file)
+        raise CheckpointError(f"{path}: not a {what}: neither a PyTorch zip nor a pickle") from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt {what} ({_one_line(e)[:200]})") from None
 
@@ -111,7 +113,7 @@ class atomic_path:
         self.path = Path(path)
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(name)
@@ -123,10 +125,29 @@ class atomic_path:
             return
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(self.tmp, self.path)
+
+
+def check_folder(folder: str | Path) -> None:
+    """A file where ``folder`` or one of its parents must be is a ``CheckpointError`` naming it (checked before
+    work starts, and so that an atomic write never reports its temporary name)."""
+    folder = Path(folder).absolute()
+    for f in (*reversed(folder.parents), folder):
+        if f.exists() and not f.is_dir():
+            raise CheckpointError(f"cannot write into {f}: it is a file, not a folder")
+
+
+def make_parent(path: str | Path) -> None:
+    """Create ``path``'s folder and its parents (see ``check_folder``)."""
+    check_folder(Path(path).parent)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _shares_storage(t: torch.Tensor) -> bool:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from nanoldm.checkpoint import diffusers_config, keymap
-from nanoldm.checkpoint.formats import CheckpointError, write_safetensors, write_text
+from nanoldm.checkpoint.formats import CheckpointError, current_umask, make_parent, write_safetensors, write_text
 from nanoldm.checkpoint.load import ADDED_TOKENS_KEY, CONFIG_KEY, LAYOUT_KEY
 from nanoldm.model import LatentDiffusion
 
@@ -46,8 +46,10 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
     folder = Path(folder)
     cfg = model.config
     parts = keymap.ours_to_diffusers(model.state_dict(), cfg)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
+    make_parent(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the saved folder gets the usual permissions
         configs = {
             "unet": diffusers_config.unet_config_to_diffusers(
                 cfg.unet, sample_size=cfg.image_size // cfg.vae.downsample_factor),

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nanoldm.checkpoint.formats import check_folder
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.finetune.textual_inversion import load_embeddings
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH
@@ -56,6 +57,8 @@ def _common(p: argparse.ArgumentParser, *, default_out: str, strength: float | N
 
 def run(args: argparse.Namespace) -> int:
     opts = generate_options(args, prompt=args.prompt)
+    out = Path(args.out)
+    check_folder(out)  # a file in the way fails now, not after the images are made
     image = load_image(args.image) if "image" in args else None
     mask = load_image(args.mask) if "mask" in args else None
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     pipe.hypernetworks.folder = args.hypernetwork_dir
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
-    save_images(pipe.generate(opts, image, mask), Path(args.out))
+    save_images(pipe.generate(opts, image, mask), out)
     return 0
 
 
@@ -76,6 +79,7 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
 
 def save_images(images: list, out: Path) -> None:
     """Write each image (PIL, with ``info["seed"]`` and ``info["parameters"]``) as a new PNG in ``out``."""
+    check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     for image in images:
         path = _next_free(out, image.info["seed"])

@@ -141,6 +141,22 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, if this machine has it: a ValueError naming what is missing otherwise."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {str(device)!r} ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but this PyTorch sees no CUDA GPU (a CPU-only build or no "
+                         f"GPU): use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} asked for, but this PyTorch has no MPS (Apple GPU) support here")
+    return device
+
+
 def load_pipeline(path: str | Path | None = None, *, device: str | torch.device | None = None,
                   dtype: str | torch.dtype = torch.float32) -> Pipeline:
     """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder; None: the built-in
@@ -149,5 +165,5 @@ def load_pipeline(path: str | Path | None = None, *, device: str | torch.device 
     dtype = parse_dtype(dtype)
     if path is None:
         path = builtin_model_path()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Pipeline(load_model(path, dtype=dtype), device=device, dtype=dtype, model_path=path)

@@ -136,3 +136,31 @@ def test_python_dash_m_exit_code(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("nanoldm convert: error:") and "no such file" in proc.stderr
+
+
+def test_convert_keeps_the_dtype_unless_told(tmp_path, capsys, tiny_file):
+    half = tmp_path / "half.safetensors"
+    assert run_cli(capsys, "convert", tiny_file, half, "--half")[0] == 0
+    for dst, flags, dtype in ((tmp_path / "kept.safetensors", [], torch.float16),
+                              (tmp_path / "full.safetensors", ["--float"], torch.float32)):
+        code, out, _ = run_cli(capsys, "convert", half, dst, *flags)
+        assert code == 0 and str(dtype).removeprefix("torch.") in out
+        assert {t.dtype for t in load_model(dst, dtype=None).state_dict().values()} == {dtype}
+
+
+def test_convert_makes_folders_with_the_usual_permissions(tmp_path, capsys, tiny_file):
+    umask = os.umask(0o022)
+    try:
+        assert run_cli(capsys, "convert", tiny_file, tmp_path / "d", "--to", "diffusers")[0] == 0
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_convert_into_a_path_under_a_file(tmp_path, capsys, tiny_file):
+    (tmp_path / "f").write_text("x")
+    for dst in ("f/d", "f/m.safetensors"):
+        code, _, err = run_cli(capsys, "convert", tiny_file, tmp_path / dst)
+        assert_one_line_error(code, err, "it is a file, not a folder")
+        assert ".tmp" not in err and "/." not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

@@ -24,6 +24,9 @@ def pipe():
     ({"height": 0}, "height 0 is not a positive multiple"),
     ({"batch_size": 0}, "batch size"),
     ({"seed": -5}, "seed must be in"),
+    ({"cfg_scale": float("nan")}, "cfg scale must be a finite number, got nan"),
+    ({"cfg_scale": float("inf")}, "cfg scale must be a finite number, got inf"),
+    ({"eta": float("nan")}, "eta must be a finite number"),
 ])
 def test_txt2img_settings(pipe, options, message):
     with pytest.raises(ValueError, match=message):
