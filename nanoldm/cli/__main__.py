@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from nanoldm.cli import caption, convert, demo, eval, generate, sample, shapes, train
 
@@ -21,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_: print(f"nanoldm {args.command}: warning: {message}",
+                                                             file=sys.stderr)
+            return args.run(args) or 0
     except (ValueError, OSError) as e:
         print(f"nanoldm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

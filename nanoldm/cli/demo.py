@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -76,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
     n = len(PROMPTS) * SEEDS_PER_PROMPT
     print(f"judge: {right_total}/{n} images right on every attribute ({right_total / n:.0%}); "
           f"grid (one row per prompt) in {out / 'demo.png'}")
-    print('next: nanoldm txt2img "a small green square at the bottom left" --seed 1   (or nanoldm eval)')
+    command = "nanoldm" if shutil.which("nanoldm") else "source .venv/bin/activate; nanoldm"
+    print(f'next: {command} txt2img "a small green square at the bottom left" --seed 1   (or nanoldm eval)')
     return 0

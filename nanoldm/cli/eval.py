@@ -13,6 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from nanoldm.checkpoint.formats import check_folder
 from nanoldm.checkpoint.parts import load_condition
 from nanoldm.cli.generate import add_dtype_argument
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     extra = tuple(s.strip() for s in args.extra_shapes.split(",") if s.strip())
     if args.token and not args.concept:
         raise ValueError("--token names a learned word for --concept: give --concept too")
+    if args.out:
+        check_folder(args.out)  # before the work, not after it
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     args.seed = resolve_seed(args.seed)  # -1 picks one, which the report then records
     if args.condition or pipe.parts().concat_channels:
@@ -77,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_prompt_following(pipe, settings, counts, extra_shapes=extra, batch_size=args.batch_size)
     if args.out:
         write_report(report, settings, Path(args.out))
+    _say_where(args.out)
     return 0
+
+
+def _say_where(out: str | None) -> None:
+    print(f"report: {Path(out) / 'report.json'}" if out else "report: not saved (give --out DIR to keep report.json "
+                                                             "and the image grids)")
 
 
 def run_conditions(pipe: Pipeline, args: argparse.Namespace, opts: GenerateOptions) -> int:
@@ -98,4 +107,5 @@ def run_conditions(pipe: Pipeline, args: argparse.Namespace, opts: GenerateOptio
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "report.json").write_text(json.dumps({"settings": sampling, **result}, indent=1))
+    _say_where(args.out)
     return 0

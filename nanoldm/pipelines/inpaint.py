@@ -9,6 +9,8 @@ diffusers do by default); ``overlay=False`` returns what the model itself decode
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from nanoldm.conditioning.mask import inpaint_concat, latent_mask, masked_image_latents
@@ -29,6 +31,9 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
     if parts.concat_channels and not parts.inpainting:
         raise ValueError(f"this model cannot inpaint: its UNet takes {C + parts.concat_channels} input channels "
                          f"(expected {C} or {2 * C + 1})")
+    if not mask.any():
+        warnings.warn("the mask is empty (all black): nothing will be repainted and the image comes back as it was "
+                      "(white marks what to repaint)", stacklevel=3)
     images, mask = images.to(parts.device, parts.dtype), mask.to(parts.device, parts.dtype)
     seeds = [opts.seed + i for i in range(B)]
     noise = parts.noise(seeds, images.shape[2], images.shape[3])

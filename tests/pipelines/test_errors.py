@@ -70,3 +70,21 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     code = main(["img2img", str(tmp_path / "broken.png"), "a", "--model", str(tmp_path / "m.safetensors")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "broken.png" in err[0] and "unreadable or corrupt image" in err[0]
+
+
+def test_an_empty_inpainting_mask_is_a_warning(pipe):
+    with pytest.warns(UserWarning, match="the mask is empty"):
+        pipe.inpaint(Image.new("RGB", (16, 16)), Image.new("L", (16, 16)), "a", steps=1, progress=False)
+
+
+def test_cli_warnings_are_one_line(tmp_path, capsys):
+    from nanoldm.checkpoint.save import save_model
+    torch.manual_seed(0)
+    save_model(LatentDiffusion.from_config(TINY, tokenizer=CLIPTokenizer.default()), tmp_path / "m.safetensors")
+    Image.new("RGB", (16, 16)).save(tmp_path / "i.png")
+    Image.new("L", (16, 16)).save(tmp_path / "mask.png")
+    code = main(["inpaint", str(tmp_path / "i.png"), str(tmp_path / "mask.png"), "a", "--steps", "1",
+                 "--model", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert code == 0 and err == ["nanoldm inpaint: warning: the mask is empty (all black): nothing will be repainted "
+                                 "and the image comes back as it was (white marks what to repaint)"]
