@@ -9,7 +9,11 @@ in ``assets/shapes.json``. It draws 32x32 images of one or two coloured shapes f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+from nanoldm.data.vocabulary import caption_words
+from nanoldm.text.prompt import extract_extra_networks
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_MODEL = ASSETS / "shapes.safetensors"
@@ -27,3 +31,16 @@ def builtin_model_path() -> Path:
 def provenance() -> dict:
     """How the built-in model was made (see the module docstring); {} if the record is missing."""
     return json.loads(PROVENANCE.read_text()) if PROVENANCE.is_file() else {}
+
+
+def unknown_words(prompt: str, known: tuple[str, ...] = ()) -> list[str]:
+    """The words of ``prompt`` the built-in model never saw in a caption (it was trained on the shapes world's
+    base shapes; ``known``: words added since, e.g. textual-inversion tokens), in order, each once. Prompt syntax
+    (weights, brackets, BREAK, ``<hypernet:...>`` tags) is not a word."""
+    text, _ = extract_extra_networks(prompt)
+    words = _WORD.findall(text.replace("BREAK", " ").lower())
+    vocabulary = caption_words().union(*(_WORD.findall(k.lower()) for k in known))
+    return list(dict.fromkeys(w for w in words if w not in vocabulary))
+
+
+_WORD = re.compile(r"[^\W\d_]+")  # letters only: digits, punctuation and prompt syntax separate words

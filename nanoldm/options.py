@@ -14,6 +14,8 @@ from nanoldm.samplers import get_sampler
 DEFAULT_SAMPLER = "Euler a"
 IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
 INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
+# how img2img / inpainting fit the input image to the target size: A1111's resize modes 0, 1 and 2
+RESIZE_MODES = ("just resize", "crop and resize", "resize and fill")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class GenerateOptions:
     clip_skip: int = 1
     strength: float = IMG2IMG_STRENGTH  # img2img / inpaint: how much of the schedule is re-run
     eta: float = 0.0  # DDIM's stochasticity
+    resize_mode: str = RESIZE_MODES[0]  # img2img / inpaint: how the input image becomes width x height
+    force_size: bool = False  # allow sizes over 4x the model's native size (slow, and it draws noise there)
 
     def validate(self, latent_factor: int) -> None:
         """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
@@ -51,6 +55,8 @@ class GenerateOptions:
             raise ValueError(f"clip skip must be at least 1, got {self.clip_skip}")
         if self.eta < 0:
             raise ValueError(f"eta must be at least 0, got {self.eta}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {self.resize_mode!r}; valid: {', '.join(RESIZE_MODES)}")
         for name in ("width", "height"):
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):

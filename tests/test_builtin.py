@@ -23,3 +23,16 @@ def test_builtin_follows_single_object_prompts():
     report = evaluate(load_pipeline(device="cpu"), eval_prompts(singles=16, pairs=0), progress=False, steps=20,
                       cfg_scale=7.0)
     assert report["groups"]["single"]["all"] >= 0.8, report["groups"]
+
+
+def test_words_the_builtin_never_saw_are_named_in_one_warning(recwarn):
+    from nanoldm.builtin import unknown_words
+    assert unknown_words("a small red circle at the top left") == []
+    assert unknown_words("a (photo:1.2) of a cat, a cat BREAK <hypernet:paper:1> red [circle]") == ["photo", "cat"]
+    assert unknown_words("a <my-token> square", known=("<my-token>",)) == []
+    pipe = load_pipeline(device="cpu")
+    pipe.txt2img("a red circle at the top", seed=1, steps=1, progress=False)
+    assert not [w for w in recwarn if "never saw" in str(w.message)]
+    pipe.txt2img("a photo of a cat", seed=1, steps=1, progress=False)
+    [warning] = [w for w in recwarn if "never saw" in str(w.message)]
+    assert "'photo', 'cat'" in str(warning.message)

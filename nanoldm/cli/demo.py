@@ -15,9 +15,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from nanoldm.builtin import provenance
+from nanoldm.checkpoint.formats import check_folder
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.evaluation.shapes_judge import score
 from nanoldm.pipelines.infotext import save_png
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"   trained from nothing by: {record['command']} ({record['minutes']:.0f} min on {record['machine']})")
     size = pipe.model.config.image_size
     grid = Image.new("RGB", (size * SEEDS_PER_PROMPT, size * len(PROMPTS)), "white")
-    right_total, first = 0, None
+    right_total, first, rows = 0, None, []
+    out = Path(args.out)
+    check_folder(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     print(f"{SEEDS_PER_PROMPT} images per prompt ({opts.sampler}, {opts.steps} steps, CFG {opts.cfg_scale}); "
           f"the judge's verdict per image:")
     for i, prompt in enumerate(PROMPTS):
@@ -69,14 +73,25 @@ def run(args: argparse.Namespace) -> int:
         right_total += sum(verdicts)
         for j, im in enumerate(images):
             grid.paste(im, (j * size, i * size))
-        print(f"   {''.join('+' if v else '-' for v in verdicts)}  {prompt}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+            save_png(im, out / "images" / f"{i}-{j}.png", im.info["parameters"])  # each with its own infotext
+        rows.append(f"{''.join('+' if v else '-' for v in verdicts)}  {prompt}")
+        print(f"   {rows[-1]}")
     big = grid.resize((grid.width * ZOOM, grid.height * ZOOM), Image.Resampling.NEAREST)
-    save_png(big, out / "demo.png", first.info["parameters"])  # A1111 stores the first image's infotext on grids
+    # A1111 stores the first image's infotext on grids; each image's own is beside it, in images/ROW-COLUMN.png
+    save_png(labelled(big, rows), out / "demo.png", first.info["parameters"])
     n = len(PROMPTS) * SEEDS_PER_PROMPT
     print(f"judge: {right_total}/{n} images right on every attribute ({right_total / n:.0%}); "
-          f"grid (one row per prompt) in {out / 'demo.png'}")
+          f"grid (one row per prompt, labelled) in {out / 'demo.png'}, each image in {out / 'images'}")
     command = "nanoldm" if shutil.which("nanoldm") else "source .venv/bin/activate; nanoldm"
     print(f'next: {command} txt2img "a small green square at the bottom left" --seed 1   (or nanoldm eval)')
     return 0
+
+
+def labelled(grid: Image.Image, labels: list[str], width: int = 300) -> Image.Image:
+    """``grid`` with a white column on its left holding one label per row, vertically centred on the row."""
+    out = Image.new("RGB", (width + grid.width, grid.height), "white")
+    out.paste(grid, (width, 0))
+    draw, row, font = ImageDraw.Draw(out), grid.height / len(labels), ImageFont.load_default(size=15)
+    for i, text in enumerate(labels):
+        draw.text((8, (i + 0.5) * row), text, fill="black", anchor="lm", font=font)
+    return out

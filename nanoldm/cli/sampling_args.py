@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from nanoldm.options import GenerateOptions
+from nanoldm.options import RESIZE_MODES, GenerateOptions
 
 DEFAULTS = GenerateOptions()
 _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, for generate_options
@@ -37,14 +37,18 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
     if strength is not None:
         g.add_argument("--strength", type=float, default=strength,
                        help="how much of the schedule is re-run, in [0, 1] (default: %(default)s)")
-        fields.append("strength")
+        g.add_argument("--resize-mode", default=DEFAULTS.resize_mode, choices=RESIZE_MODES,
+                       help="how the input image is fitted to --width x --height (A1111's modes; default: %(default)s)")
+        fields += ["strength", "resize_mode"]
     if image:
         g.add_argument("--negative-prompt", default=DEFAULTS.negative_prompt, help="default: none")
         g.add_argument("--width", type=int, default=DEFAULTS.width, help="default: the model's native size")
         g.add_argument("--height", type=int, default=DEFAULTS.height, help="default: the model's native size")
+        g.add_argument("--force-size", action="store_true",
+                       help="allow a size over 4x the model's native size (slow; the model draws noise there)")
         g.add_argument("--clip-skip", type=int, default=DEFAULTS.clip_skip, help="default: %(default)s")
         g.add_argument("--eta", type=float, default=DEFAULTS.eta, help="DDIM eta (default: %(default)s)")
-        fields += ["negative_prompt", "width", "height", "clip_skip", "eta"]
+        fields += ["negative_prompt", "width", "height", "force_size", "clip_skip", "eta"]
     p.set_defaults(**{_DECLARED: tuple(fields)})
 
 

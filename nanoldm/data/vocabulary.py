@@ -46,6 +46,12 @@ NUM_CLASSES = len(SHAPES) * len(COLOURS)
 NO_CLASS = -1
 
 
+def caption_words(shapes: tuple[str, ...] = BASE_SHAPES) -> frozenset[str]:
+    """Every word a caption of ``shapes`` can contain (the grammar above): what a model trained on them knows."""
+    phrases = ("a", "an", "at the", *SIZES, *COLOURS, *shapes, *POSITIONS, *RELATIONS)
+    return frozenset(word for phrase in phrases for word in phrase.split())
+
+
 def class_id(colour: str, shape: str) -> int:
     """Integer class of a (colour, shape) pair; see the module docstring for the table."""
     return SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)

@@ -30,16 +30,41 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def pil_to_tensor(images: list[Image.Image], size: tuple[int, int]) -> torch.Tensor:
-    """RGB images resized to ``size`` = (width, height). Shapes: -> (B, 3, H, W) in [-1, 1]."""
-    arrays = [np.asarray(_resize(_to_rgb(im), size), dtype=np.float32) / 127.5 - 1.0 for im in images]
+def pil_to_tensor(images: list[Image.Image], size: tuple[int, int], mode: str = "just resize") -> torch.Tensor:
+    """RGB images fitted to ``size`` = (width, height) by ``fit_image``. Shapes: -> (B, 3, H, W) in [-1, 1]."""
+    arrays = [np.asarray(fit_image(_to_rgb(im), size, mode), dtype=np.float32) / 127.5 - 1.0 for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def mask_to_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """White (>= 128) marks the region to repaint. Shapes: -> (1, 1, H, W) of 0/1 floats."""
-    arr = np.asarray(_resize(mask.convert("L"), size), dtype=np.float32)
+def mask_to_tensor(mask: Image.Image, size: tuple[int, int], mode: str = "just resize") -> torch.Tensor:
+    """White (>= 128) marks the region to repaint; fitted like the image. Shapes: -> (1, 1, H, W) of 0/1 floats."""
+    arr = np.asarray(fit_image(mask.convert("L"), size, mode), dtype=np.float32)
     return torch.from_numpy((arr >= 128).astype(np.float32))[None, None]
+
+
+def fit_image(im: Image.Image, size: tuple[int, int], mode: str = "just resize") -> Image.Image:
+    """``im`` as ``size`` = (width, height), as A1111's resize modes make it (``modules/images.resize_image``, with
+    its default Lanczos resampling): "just resize" stretches the picture; "crop and resize" scales it to cover the
+    size and keeps the middle; "resize and fill" scales it to fit inside, centred, and fills the two margins by
+    stretching the picture's outermost row (or column) over them."""
+    (w, h), (iw, ih) = size, im.size
+    if mode == "just resize":
+        return _resize(im, (w, h))
+    wider = w / h > iw / ih  # the target is wider than the picture
+    if (mode == "crop and resize") == wider:  # the picture's width becomes w
+        sw, sh = w, ih * w // iw
+    else:  # its height becomes h
+        sw, sh = iw * h // ih, h
+    scaled = _resize(im, (sw, sh))
+    out = Image.new(im.mode, (w, h))
+    out.paste(scaled, (w // 2 - sw // 2, h // 2 - sh // 2))
+    if mode == "resize and fill" and sh < h and (fill := h // 2 - sh // 2) > 0:  # margins above and below
+        out.paste(scaled.resize((w, fill), box=(0, 0, w, 0)), (0, 0))
+        out.paste(scaled.resize((w, fill), box=(0, sh, w, sh)), (0, fill + sh))
+    elif mode == "resize and fill" and sw < w and (fill := w // 2 - sw // 2) > 0:  # margins left and right
+        out.paste(scaled.resize((fill, h), box=(0, 0, 0, h)), (0, 0))
+        out.paste(scaled.resize((fill, h), box=(sw, 0, sw, h)), (fill + sw, 0))
+    return out
 
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:

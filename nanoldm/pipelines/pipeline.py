@@ -5,12 +5,13 @@ comes back as a PIL image carrying its A1111 infotext in ``image.info["parameter
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from nanoldm.builtin import builtin_model_path
+from nanoldm.builtin import BUILTIN_MODEL, builtin_model_path, unknown_words
 from nanoldm.checkpoint.load import load_model
 from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
@@ -76,15 +77,18 @@ class Pipeline:
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size}: "
                              f"they must be the same size")
         opts = self._resolve(opts, image)
+        if self.model_path == BUILTIN_MODEL and (words := unknown_words(opts.prompt, self.tokenizer.added_tokens)):
+            warnings.warn(f"the built-in model never saw the word(s) {', '.join(map(repr, words))}: it knows "
+                          f"only the shapes world's captions (e.g. 'a small red circle at the top left')", stacklevel=2)
         size, parts = (opts.width, opts.height), self.parts()
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             run = dataclasses.replace(opts, prompt=text)
             if image is None:
                 images, seeds = txt2img(parts, run, progress=progress)
             elif mask is None:
-                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress)
+                images, seeds = img2img(parts, pil_to_tensor([image], size, opts.resize_mode), run, progress=progress)
             else:
-                images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
+                images, seeds = inpaint(parts, pil_to_tensor([image], size, opts.resize_mode), mask_to_tensor(mask, size, opts.resize_mode), run,
                                         progress=progress, overlay=overlay)
         return self._finish(images, seeds, opts, None if image is None else opts.strength)
 
@@ -100,11 +104,18 @@ class Pipeline:
 
     def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
         """Fill in seed and size (the image's, else the model's native size) and check every setting."""
-        native = image.size if image is not None else (self.model.config.image_size,) * 2  # (W, H)
+        native = self.model.config.image_size  # an input image is fitted to the size (opts.resize_mode), as in A1111
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
-                                   width=native[0] if opts.width is None else opts.width,
-                                   height=native[1] if opts.height is None else opts.height)
+                                   width=native if opts.width is None else opts.width,
+                                   height=native if opts.height is None else opts.height)
         opts.validate(self.latent_factor)  # every bad setting fails here, before any work
+        size = f"{opts.width}x{opts.height}"
+        if max(opts.width, opts.height) > 4 * native and not opts.force_size:
+            raise ValueError(f"{size} is over 4x this model's native size {native}x{native}: it would be slow and "
+                             f"draw noise; force_size=True (--force-size) runs it anyway")
+        if max(opts.width, opts.height) > 2 * native:
+            warnings.warn(f"{size} is over twice this model's native size {native}x{native}: expect repeated or "
+                          f"broken pictures", stacklevel=4)
         return opts
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,

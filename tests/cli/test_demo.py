@@ -18,6 +18,9 @@ def test_demo_generates_a_judged_grid_with_infotext(tmp_path, capsys):
     assert "trained from nothing by: nanoldm train all" in out
     assert out.count("\n   ") >= len(PROMPTS) and "(Euler a, 20 steps, CFG 7.0)" in out
     grid = Image.open(tmp_path / "demo.png")
-    assert grid.size == (32 * SEEDS_PER_PROMPT * ZOOM, 32 * len(PROMPTS) * ZOOM)
+    assert grid.size == (300 + 32 * SEEDS_PER_PROMPT * ZOOM, 32 * len(PROMPTS) * ZOOM)  # labels on the left
+    assert grid.crop((0, 0, 300, grid.height)).convert("L").getextrema()[0] < 128  # they are written
+    one = Image.open(tmp_path / "images" / "7-3.png")  # the last image, with its own prompt and seed
+    assert one.info["parameters"].startswith(PROMPTS[7]) and f"Seed: {SEEDS_PER_PROMPT * 7 + 3}," in one.info["parameters"]
     assert grid.info["parameters"].startswith(PROMPTS[0]) and "Steps: 20" in grid.info["parameters"]
     assert "Model: shapes" in grid.info["parameters"] and "Seed: 0," in grid.info["parameters"]

@@ -88,3 +88,23 @@ def test_cli_warnings_are_one_line(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert code == 0 and err == ["nanoldm inpaint: warning: the mask is empty (all black): nothing will be repainted "
                                  "and the image comes back as it was (white marks what to repaint)"]
+
+
+def test_sizes_far_over_the_native_size(pipe):
+    native = pipe.model.config.image_size
+    with pytest.raises(ValueError, match=f"over 4x this model's native size {native}x{native}.*--force-size"):
+        pipe.txt2img("a", width=4 * native + 2, steps=1, progress=False)
+    with pytest.warns(UserWarning, match=f"over twice this model's native size {native}x{native}"):
+        pipe.txt2img("a", width=2 * native + 2, steps=1, progress=False)
+    with pytest.warns(UserWarning, match="over twice"):
+        pipe.txt2img("a", width=4 * native + 2, steps=1, force_size=True, progress=False)
+
+
+def test_img2img_uses_the_native_size_and_fits_the_input(pipe):
+    native = pipe.model.config.image_size
+    odd = Image.new("RGB", (50, 30), "red")  # not a multiple of the latent factor: fitted, not refused
+    for mode in ("just resize", "crop and resize", "resize and fill"):
+        out = pipe.img2img(odd, "a", steps=1, resize_mode=mode, progress=False)
+        assert out[0].size == (native, native)
+    with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
+        pipe.img2img(odd, "a", steps=1, resize_mode="stretch", progress=False)
