@@ -10,7 +10,7 @@ import base64
 import binascii
 import io
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from nanoldm.pipelines.images import load_image
@@ -30,8 +30,9 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
 
 def decode_raw(data: str, what: str = "image") -> Image.Image:
     """A base64 image as stored, its mode and text chunks (``info``) kept: what PNG info reads."""
+    buffer = _image_bytes(data, what)  # a clear error for anything but an image
     try:
-        with Image.open(_image_bytes(data, what)) as im:
+        with Image.open(buffer) as im:
             im.load()  # text chunks after the image data reach ``info`` only now
             return im.copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -54,6 +55,8 @@ def _image_bytes(data: str, what: str) -> io.BytesIO:
     try:
         with Image.open(buffer) as im:
             _check_pixels(im, what)
+    except UnidentifiedImageError:
+        raise ValueError(f"{what}: base64 that is not an image (no image format recognised)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{what}: base64 that is not an image ({' '.join(str(e).split())})") from None
     buffer.seek(0)
