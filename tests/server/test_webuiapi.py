@@ -65,9 +65,19 @@ def test_png_info_reads_back_the_infotext(api):
 
 def test_models_samplers_and_switching(api):
     titles = api.util_get_model_names()
-    assert titles and titles[0].startswith("shapes.safetensors")
-    api.util_set_model(titles[0])
-    assert api.util_get_current_model() == titles[0]
+    [builtin] = [t for t in titles if t.startswith("shapes.safetensors [")]
+    assert api.util_get_current_model() == builtin and "other/copy.safetensors" in titles
+    first = api.txt2img(**{**SETTINGS, "steps": 1})
+
+    api.util_set_model("other/copy.safetensors")  # the same weights under another name
+    current = api.util_get_current_model()
+    assert current.startswith("other/copy.safetensors [") and current.endswith("]")  # hashed once loaded
+    copy = api.txt2img(**{**SETTINGS, "steps": 1})
+    assert np.array_equal(np.asarray(copy.image), np.asarray(first.image))
+    assert "Model: copy" in copy.info["infotexts"][0] and copy.info["sd_model_name"] == "other/copy"
+
+    back = api.txt2img(**{**SETTINGS, "steps": 1}, override_settings={"sd_model_checkpoint": builtin})
+    assert "Model: shapes" in back.info["infotexts"][0] and api.util_get_current_model() == builtin
     names = api.util_get_sampler_names()
     assert {"Euler a", "DDIM", "DPM++ 2M Karras"} <= set(names)
     assert "automatic" in api.util_get_scheduler_names()
