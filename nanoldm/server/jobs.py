@@ -2,8 +2,9 @@
 one worker thread, with at most ``size`` jobs waiting behind the running one; one more is refused at once
 (:class:`QueueFull`, the API's 503) instead of waiting without bound.
 
-A waiting job whose client went away is dropped from the queue (its awaiting task is cancelled, which cancels
-the future); a running one finishes and its result is discarded. Either way the server goes on.
+A client that goes away does not stop the server or its job: the job runs in its turn and the result is
+discarded. Should the awaiting task itself be cancelled (a server shutting down), a job still waiting is dropped
+(cancelling the awaiting task cancels the future), a running one finishes.
 """
 from __future__ import annotations
 
