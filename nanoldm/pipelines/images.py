@@ -36,10 +36,14 @@ def pil_to_tensor(images: list[Image.Image], size: tuple[int, int], mode: str = 
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+MASK_THRESHOLD = 128  # a mask's grey levels from here up mark the region to repaint
+
+
 def mask_to_tensor(mask: Image.Image, size: tuple[int, int], mode: str = "just resize") -> torch.Tensor:
-    """White (>= 128) marks the region to repaint; fitted like the image. Shapes: -> (1, 1, H, W) of 0/1 floats."""
+    """White (>= MASK_THRESHOLD) marks the region to repaint; fitted like the image.
+    Shapes: -> (1, 1, H, W) of 0/1 floats."""
     arr = np.asarray(fit_image(mask.convert("L"), size, mode), dtype=np.float32)
-    return torch.from_numpy((arr >= 128).astype(np.float32))[None, None]
+    return torch.from_numpy((arr >= MASK_THRESHOLD).astype(np.float32))[None, None]
 
 
 def fit_image(im: Image.Image, size: tuple[int, int], mode: str = "just resize") -> Image.Image:
