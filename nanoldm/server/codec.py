@@ -13,7 +13,8 @@ import io
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from nanoldm.pipelines.images import MASK_THRESHOLD, load_image
+from nanoldm.options import RESIZE_MODES
+from nanoldm.pipelines.images import MASK_THRESHOLD, fit_image, load_image
 from nanoldm.pipelines.infotext import PNG_KEY
 
 MAX_PIXELS = 64 * 1024 * 1024  # an uploaded image larger than this is refused before it is decoded
@@ -79,33 +80,23 @@ def encode_png(image: Image.Image) -> str:
 
 
 def resize_for(image: Image.Image, size: tuple[int, int], mode: int) -> Image.Image:
-    """A1111's ``resize_mode`` to ``size`` = (width, height): 0 just resize (also 3, its latent upscale), 1 crop
-    to the aspect ratio and resize, 2 resize to fit inside and fill the rest with the stretched image."""
-    if image.size == size:
-        return image
-    if mode == 1:
-        return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
-    if mode == 2:
-        background = image.resize(size, Image.Resampling.LANCZOS).filter(ImageFilter.GaussianBlur(8))
-        inner = ImageOps.contain(image, size, Image.Resampling.LANCZOS)
-        background.paste(inner, ((size[0] - inner.width) // 2, (size[1] - inner.height) // 2))
-        return background
-    return image.resize(size, Image.Resampling.LANCZOS)
+    """A1111's ``resize_mode`` number to ``size`` = (width, height) by ``images.fit_image``: 0 just resize (also 3,
+    its latent upscale), 1 crop and resize, 2 resize and fill."""
+    return fit_image(image, size, RESIZE_MODES[mode if mode < 3 else 0])
 
 
-def prepare_mask(mask: Image.Image, size: tuple[int, int], *, blur_x: int, blur_y: int, invert: bool) -> Image.Image:
-    """The mask as A1111 uses it: greyscale (a PNG's transparency, where it has some), inverted if asked, resized
-    to the image, blurred. White: repaint."""
+def prepare_mask(mask: Image.Image, size: tuple[int, int], *, blur_x: int, blur_y: int, invert: bool,
+                 mode: int = 0) -> Image.Image:
+    """The mask as A1111 uses it: greyscale (a PNG's transparency, where it has some), inverted if asked, blurred,
+    fitted to the image as the image is (``resize_mode``). White: repaint."""
     if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1] != (255, 255):
         mask = mask.getchannel("A")
     mask = mask.convert("L")
     if invert:
         mask = ImageOps.invert(mask)
-    if mask.size != size:
-        mask = mask.resize(size, Image.Resampling.LANCZOS)
     if blur_x or blur_y:
         mask = mask.filter(ImageFilter.GaussianBlur((blur_x, blur_y)))
-    return mask
+    return resize_for(mask, size, mode)
 
 
 def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:

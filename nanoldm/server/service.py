@@ -92,6 +92,7 @@ class Service:
         if req.mask:
             both = req.mask_blur  # A1111: mask_blur, when given, sets both directions
             mask = prepare_mask(decode_raw(req.mask, "mask"), size, invert=bool(req.inpainting_mask_invert),
+                                mode=req.resize_mode,
                                 blur_x=req.mask_blur_x if both is None else both,
                                 blur_y=req.mask_blur_y if both is None else both)
             if req.inpainting_fill == FILL:  # 1 (original) is what the pipeline does; 2 and 3 are taken as 1
