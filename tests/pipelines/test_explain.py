@@ -133,3 +133,31 @@ def test_pictures(explained):
     picture = word_picture(e.image, e.words[1])
     assert picture.width % 16 == 0 and picture.height > picture.width  # enlarged, with a label band
     assert strip_picture(e, size=48).size == (4 * 32, 48)  # 16x24 enlarged twice
+
+
+def test_cli_writes_the_image_strip_word_maps_and_index(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from nanoldm.cli.__main__ import main
+    from nanoldm.pipelines.infotext import read_png_infotext
+
+    out = tmp_path / "seen"
+    assert main(["explain", "a red circle at the top left", "--out", str(out), "--steps", "2", "--seed", "4"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["seed"] == 4 and index["steps"] == 2 and [w["word"] for w in index["words"]][:3] == ["a", "red",
+                                                                                                       "circle"]
+    assert "Seed: 4" in read_png_infotext(out / "image.png")
+    assert Image.open(out / "trajectory.png").width == 2 * Image.open(out / "trajectory.png").height
+    for word in index["words"]:
+        assert Image.open(out / word["file"]).size[0] >= 128 and 0 < word["share"] < 1
+    capsys.readouterr()  # the progress bar
+    # bad input: one line, exit 2, nothing written over
+    before = (out / "index.json").read_text()
+    assert main(["explain", "a red circle", "--out", str(out)]) == 2
+    assert main(["explain", "  ", "--out", str(tmp_path / "new")]) == 2
+    assert main(["explain", "a", "--out", str(tmp_path / "new"), "--width", "33"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "not an empty folder" in err[0] and "prompt is empty" in err[1] and "width 33" in err[2]
+    assert (out / "index.json").read_text() == before and not (tmp_path / "new").exists()
