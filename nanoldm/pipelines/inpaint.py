@@ -9,6 +9,8 @@ diffusers do by default); ``overlay=False`` returns what the model itself decode
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from nanoldm.conditioning.mask import inpaint_concat, latent_mask, masked_image_latents
@@ -16,12 +18,11 @@ from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.parts import ModelParts
-from nanoldm.pipelines.sampling import StepCallback, conditioning, decode, sample_latents
+from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
 
 
 def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *,
-            progress: bool = False, overlay: bool = True,
-            callback: StepCallback | None = None) -> tuple[torch.Tensor, list[int]]:
+            progress: bool = False, overlay: bool = True) -> tuple[torch.Tensor, list[int]]:
     """Shapes: images (1, 3, H, W) in [-1, 1], mask (1, 1, H, W), 1 = repaint -> images (B, 3, H, W), B seeds."""
     if mask.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
@@ -30,6 +31,9 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
     if parts.concat_channels and not parts.inpainting:
         raise ValueError(f"this model cannot inpaint: its UNet takes {C + parts.concat_channels} input channels "
                          f"(expected {C} or {2 * C + 1})")
+    if not mask.any():
+        warnings.warn("the mask is empty (all black): nothing will be repainted and the image comes back as it was "
+                      "(white marks what to repaint)", stacklevel=3)
     images, mask = images.to(parts.device, parts.dtype), mask.to(parts.device, parts.dtype)
     seeds = [opts.seed + i for i in range(B)]
     noise = parts.noise(seeds, images.shape[2], images.shape[3])
@@ -39,13 +43,12 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
             masked = masked_image_latents(parts.vae, images, mask, parts.scale_factor)
         cond = conditioning(parts, opts, concat=inpaint_concat(mask, masked).expand(B, -1, -1, -1))
         init = encode_images(parts, images, noise) if opts.strength < 1.0 else None
-        latents = sample_latents(parts, opts, noise, cond, init_latents=init, progress=progress,
-                                 callback=callback)
+        latents = sample_latents(parts, opts, noise, cond, init_latents=init, progress=progress)
     else:
         init = encode_images(parts, images, noise)
         small_mask = small_mask.expand(B, -1, -1, -1)
         latents = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init,
-                                 repaint_mask=small_mask, progress=progress, callback=callback)
+                                 repaint_mask=small_mask, progress=progress)
         latents = small_mask * latents + (1 - small_mask) * init
     out = decode(parts, latents)
     return (mask * out + (1 - mask) * images if overlay else out), seeds

@@ -22,7 +22,6 @@ from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
 from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
-from nanoldm.pipelines.sampling import StepCallback
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.rng import resolve_seed
 from nanoldm.samplers import get_sampler
@@ -70,9 +69,8 @@ class Pipeline:
         return self.generate(opts, image, mask, overlay=overlay, progress=progress)
 
     def generate(self, opts: GenerateOptions, image: Image.Image | None = None, mask: Image.Image | None = None, *,
-                 overlay: bool = True, progress: bool = True, callback: StepCallback | None = None) -> list[Image.Image]:
-        """txt2img without ``image``, img2img with it, inpainting with ``image`` and ``mask`` (white: repaint).
-        ``callback(i, x, denoised)``: called after each sampling step (latents of the whole batch)."""
+                 overlay: bool = True, progress: bool = True) -> list[Image.Image]:
+        """txt2img without ``image``, img2img with it, inpainting with ``image`` and ``mask`` (white: repaint)."""
         if mask is not None and (image is None or mask.size != image.size):
             size = "none" if image is None else f"{image.size[0]}x{image.size[1]}"
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size}: "
@@ -82,13 +80,12 @@ class Pipeline:
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             run = dataclasses.replace(opts, prompt=text)
             if image is None:
-                images, seeds = txt2img(parts, run, progress=progress, callback=callback)
+                images, seeds = txt2img(parts, run, progress=progress)
             elif mask is None:
-                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress,
-                                        callback=callback)
+                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress)
             else:
                 images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
-                                        progress=progress, overlay=overlay, callback=callback)
+                                        progress=progress, overlay=overlay)
         return self._finish(images, seeds, opts, None if image is None else opts.strength)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
@@ -144,6 +141,22 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, if this machine has it: a ValueError naming what is missing otherwise."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {str(device)!r} ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but this PyTorch sees no CUDA GPU (a CPU-only build or no "
+                         f"GPU): use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} asked for, but this PyTorch has no MPS (Apple GPU) support here")
+    return device
+
+
 def load_pipeline(path: str | Path | None = None, *, device: str | torch.device | None = None,
                   dtype: str | torch.dtype = torch.float32) -> Pipeline:
     """A pipeline for our checkpoint, an SD 1.x single file or a diffusers folder; None: the built-in
@@ -152,5 +165,5 @@ def load_pipeline(path: str | Path | None = None, *, device: str | torch.device 
     dtype = parse_dtype(dtype)
     if path is None:
         path = builtin_model_path()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Pipeline(load_model(path, dtype=dtype), device=device, dtype=dtype, model_path=path)

@@ -7,7 +7,6 @@ come through :func:`sample_latents`; :func:`sample_contexts` is its form for rea
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +19,6 @@ from nanoldm.pipelines.parts import ModelParts
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
-
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], object]  # (step i, x, denoised), as the samplers call it
 
 
 @dataclass
@@ -61,11 +58,10 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
 
 def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
                    init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-                   progress: bool = False, callback: StepCallback | None = None) -> torch.Tensor:
+                   progress: bool = False) -> torch.Tensor:
     """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
     the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
     with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``).
-    ``callback(i, x, denoised)``, if given, is called after each step (the sampler's own callback).
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
@@ -84,12 +80,8 @@ def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, 
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
     with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
                                leave=False) as bar:
-        def step(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-            bar.update()
-            if callback is not None:
-                callback(i, x, denoised)
-
-        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta, callback=step)
+        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
+                           callback=lambda i, x, denoised: bar.update())
 
 
 def decode(parts: ModelParts, latents: torch.Tensor) -> torch.Tensor:
