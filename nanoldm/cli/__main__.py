@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoldm.cli import caption, convert, demo, eval, explain, generate, sample, shapes, train
+from nanoldm.cli import caption, convert, demo, eval, explain, generate, sample, serve, shapes, train
 
-COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, explain)
+COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, serve, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

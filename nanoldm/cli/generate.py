@@ -11,8 +11,8 @@ from pathlib import Path
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.finetune.textual_inversion import load_embeddings
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH
+from nanoldm.pipelines import outputs
 from nanoldm.pipelines.images import load_image
-from nanoldm.pipelines.infotext import save_png
 from nanoldm.pipelines.pipeline import load_pipeline
 
 
@@ -75,18 +75,6 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
 
 
 def save_images(images: list, out: Path) -> None:
-    """Write each image (PIL, with ``info["seed"]`` and ``info["parameters"]``) as a new PNG in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    for image in images:
-        path = _next_free(out, image.info["seed"])
-        save_png(image, path, image.info["parameters"])
+    """Write each image as a new numbered PNG in ``out`` (``pipelines/outputs.py``) and print its path."""
+    for path in outputs.save_images(images, out):
         print(path)
-
-
-def _next_free(folder: Path, seed: int) -> Path:
-    """``00007-<seed>.png``: numbered after the files already there, never overwriting one."""
-    taken = [int(p.name[:5]) for p in folder.glob("*.png") if p.name[:5].isdigit()]
-    index = max(taken, default=-1) + 1
-    while (path := folder / f"{index:05d}-{seed}.png").exists():
-        index += 1
-    return path

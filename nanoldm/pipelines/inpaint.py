@@ -18,11 +18,13 @@ from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
 
 
 def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *,
-            progress: bool = False, overlay: bool = True) -> tuple[torch.Tensor, list[int]]:
+            progress: bool = False, overlay: bool = True,
+            monitor: SamplingMonitor | None = None) -> tuple[torch.Tensor, list[int]]:
     """Shapes: images (1, 3, H, W) in [-1, 1], mask (1, 1, H, W), 1 = repaint -> images (B, 3, H, W), B seeds."""
     if mask.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
@@ -43,12 +45,13 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
             masked = masked_image_latents(parts.vae, images, mask, parts.scale_factor)
         cond = conditioning(parts, opts, concat=inpaint_concat(mask, masked).expand(B, -1, -1, -1))
         init = encode_images(parts, images, noise) if opts.strength < 1.0 else None
-        latents = sample_latents(parts, opts, noise, cond, init_latents=init, progress=progress)
+        latents = sample_latents(parts, opts, noise, cond, init_latents=init, progress=progress,
+                                 monitor=monitor)
     else:
         init = encode_images(parts, images, noise)
         small_mask = small_mask.expand(B, -1, -1, -1)
         latents = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init,
-                                 repaint_mask=small_mask, progress=progress)
+                                 repaint_mask=small_mask, progress=progress, monitor=monitor)
         latents = small_mask * latents + (1 - small_mask) * init
     out = decode(parts, latents)
     return (mask * out + (1 - mask) * images if overlay else out), seeds

@@ -22,6 +22,7 @@ from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
 from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.rng import resolve_seed
 from nanoldm.samplers import get_sampler
@@ -69,8 +70,10 @@ class Pipeline:
         return self.generate(opts, image, mask, overlay=overlay, progress=progress)
 
     def generate(self, opts: GenerateOptions, image: Image.Image | None = None, mask: Image.Image | None = None, *,
-                 overlay: bool = True, progress: bool = True) -> list[Image.Image]:
-        """txt2img without ``image``, img2img with it, inpainting with ``image`` and ``mask`` (white: repaint)."""
+                 overlay: bool = True, progress: bool = True,
+                 monitor: SamplingMonitor | None = None) -> list[Image.Image]:
+        """txt2img without ``image``, img2img with it, inpainting with ``image`` and ``mask`` (white: repaint).
+        ``monitor``: watch the steps, or end the run early from another thread (:mod:`nanoldm.pipelines.progress`)."""
         if mask is not None and (image is None or mask.size != image.size):
             size = "none" if image is None else f"{image.size[0]}x{image.size[1]}"
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size}: "
@@ -80,12 +83,13 @@ class Pipeline:
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             run = dataclasses.replace(opts, prompt=text)
             if image is None:
-                images, seeds = txt2img(parts, run, progress=progress)
+                images, seeds = txt2img(parts, run, progress=progress, monitor=monitor)
             elif mask is None:
-                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress)
+                images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress,
+                                        monitor=monitor)
             else:
                 images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
-                                        progress=progress, overlay=overlay)
+                                        progress=progress, overlay=overlay, monitor=monitor)
         return self._finish(images, seeds, opts, None if image is None else opts.strength)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):

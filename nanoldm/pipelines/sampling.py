@@ -15,7 +15,9 @@ from tqdm.auto import tqdm
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.progress import SamplingMonitor, StopSampling
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
@@ -58,10 +60,12 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
 
 def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
                    init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-                   progress: bool = False) -> torch.Tensor:
+                   progress: bool = False, monitor: SamplingMonitor | None = None) -> torch.Tensor:
     """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
     the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
     with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``).
+    ``monitor`` sees every step (:mod:`~nanoldm.pipelines.progress`); when it asks for an end, the run stops after
+    the current step and returns that step's x0 prediction (A1111's interrupt).
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
@@ -78,10 +82,19 @@ def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, 
     denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=spec.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
-    with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
-                               leave=False) as bar:
-        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
-                           callback=lambda i, x, denoised: bar.update())
+    steps = len(sigmas) - 1
+
+    def callback(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        bar.update()
+        if monitor is not None:
+            monitor.on_step(i + 1, steps, denoised, render=lambda z: tensor_to_pil(decode(parts, z))[0])
+
+    with frozen_weights(), tqdm(total=steps, desc=spec.name, unit="step", disable=not progress, leave=False) as bar:
+        try:
+            return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
+                               callback=callback)
+        except StopSampling:
+            return monitor.latest
 
 
 def decode(parts: ModelParts, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,93 @@
+"""The real A1111 client from PyPI (``webuiapi``), unmodified, against the running server."""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import webuiapi
+from PIL import Image
+
+from nanoldm.cli.__main__ import main as cli_main
+from nanoldm.pipelines.infotext import read_png_infotext
+
+SETTINGS = dict(prompt="a large red circle at the top left", negative_prompt="", seed=11, steps=3, width=32,
+                height=32, cfg_scale=7.0, sampler_name="Euler a")
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    return webuiapi.WebUIApi(host="127.0.0.1", port=server.port, sampler="Euler a", steps=3)
+
+
+def test_txt2img_gives_the_command_lines_pixels_and_infotext(api, tmp_path):
+    result = api.txt2img(**SETTINGS)
+    assert len(result.images) == 1 and result.info["all_seeds"] == [11] and result.info["seed"] == 11
+    assert result.info["sampler_name"] == "Euler a" and result.parameters["prompt"] == SETTINGS["prompt"]
+
+    assert cli_main(["txt2img", SETTINGS["prompt"], "--seed", "11", "--steps", "3", "--width", "32", "--height", "32",
+                     "--sampler", "Euler a", "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("*.png")
+    with Image.open(path) as cli_image:
+        assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(cli_image.convert("RGB")))
+    assert result.image.info["parameters"] == read_png_infotext(path) == result.info["infotexts"][0]
+
+
+def test_batch_and_iterations_number_their_seeds(api):
+    result = api.txt2img(**{**SETTINGS, "steps": 1}, batch_size=2, n_iter=2)
+    assert len(result.images) == 4 and result.info["all_seeds"] == [11, 12, 13, 14]
+    assert [f"Seed: {s}," in text for s, text in zip((11, 12, 13, 14), result.info["infotexts"])] == [True] * 4
+
+
+def test_img2img_with_and_without_a_mask(api):
+    source = api.txt2img(**SETTINGS).image
+    plain = api.img2img(images=[source], denoising_strength=0.5, **SETTINGS)
+    assert plain.image.size == (32, 32) and "Denoising strength: 0.5" in plain.info["infotexts"][0]
+
+    mask = Image.new("L", (16, 16), 0)  # another size than the image: resized, as A1111 does
+    mask.paste(255, (0, 0, 8, 8))  # repaint the top-left quarter only
+    masked = api.img2img(images=[source], mask_image=mask, mask_blur=0, denoising_strength=1.0, **SETTINGS)
+    out, before = np.asarray(masked.image.convert("RGB")), np.asarray(source.convert("RGB"))
+    assert masked.info["is_using_inpainting_conditioning"] is True
+    assert np.array_equal(out[16:, :], before[16:, :]) and np.array_equal(out[:, 16:], before[:, 16:])
+    assert not np.array_equal(out[:16, :16], before[:16, :16])
+
+
+def test_png_info_reads_back_the_infotext(api):
+    image = api.txt2img(**SETTINGS).image
+    info = api.png_info(image)
+    assert info.info == image.info["parameters"]
+    assert info.parameters["Seed"] == "11" and info.parameters["Prompt"] == SETTINGS["prompt"]
+
+
+def test_models_samplers_and_switching(api):
+    titles = api.util_get_model_names()
+    assert titles and titles[0].startswith("shapes.safetensors")
+    api.util_set_model(titles[0])
+    assert api.util_get_current_model() == titles[0]
+    names = api.util_get_sampler_names()
+    assert {"Euler a", "DDIM", "DPM++ 2M Karras"} <= set(names)
+    assert "automatic" in api.util_get_scheduler_names()
+
+
+def test_progress_during_a_job_and_interrupt(api):
+    done: dict = {}
+    job = threading.Thread(target=lambda: done.setdefault("result", api.txt2img(**{**SETTINGS, "steps": 150})))
+    job.start()
+    seen, preview = [], None
+    while job.is_alive() and (not seen or seen[-1]["state"]["sampling_step"] < 2 or preview is None):
+        progress = api.get_progress()
+        if progress["state"]["job_count"]:
+            seen.append(progress)
+            preview = preview or progress["current_image"]
+        time.sleep(0.05)
+    api.interrupt()
+    job.join(timeout=600)
+    assert seen and seen[-1]["state"]["sampling_steps"] == 150 and 0 < seen[-1]["progress"] < 1
+    assert preview is not None and Image.open(io.BytesIO(base64.b64decode(preview))).size == (32, 32)
+    assert len(done["result"].images) == 1  # an interrupted job returns what it has
+    after = api.get_progress()["state"]
+    assert after["job_count"] == 0 and after["interrupted"] is True  # idle again; A1111 keeps the flag until the next job
