@@ -24,6 +24,7 @@ from nanoldm.layers.attention_record import AttentionRecorder, recording_attenti
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.images import image_grid, tensor_to_pil
 from nanoldm.pipelines.pipeline import Pipeline
+from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.pipelines.sampling import decode
 from nanoldm.text.encode import CHUNK_TOKENS, chunk_prompt
 from nanoldm.text.prompt import extract_extra_networks
@@ -71,18 +72,32 @@ def cross_attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
     return [block.attn2 for block in unet.modules() if isinstance(block, BasicTransformerBlock)]
 
 
-def explain(pipe: Pipeline, opts: GenerateOptions, *, progress: bool = False) -> list[Explanation]:
+class TrajectoryMonitor(SamplingMonitor):
+    """A :class:`~nanoldm.pipelines.progress.SamplingMonitor` that also keeps every step's x0 prediction, so an
+    explanation can be watched, interrupted (the trajectory then ends early) and seen in full afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.trajectory: list[torch.Tensor] = []  # per step: (B, C, h, w) denoised latents
+
+    def on_step(self, step: int, steps: int, denoised: torch.Tensor, render=None) -> None:
+        self.trajectory.append(denoised.detach().clone())
+        super().on_step(step, steps, denoised, render)
+
+
+def explain(pipe: Pipeline, opts: GenerateOptions, *, progress: bool = False,
+            monitor: TrajectoryMonitor | None = None) -> list[Explanation]:
     """txt2img with ``opts`` (as ``pipe.generate(opts)``), each image returned with its trajectory and the
-    attention maps of its prompt's words."""
-    trajectory: list[torch.Tensor] = []  # per step: (B, C, h, w) denoised latents
-
-    def keep(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        trajectory.append(denoised.detach().clone())
-
-    with recording_attention(cross_attention_layers(pipe.unet)) as recorder:
-        images = pipe.generate(opts, progress=progress, callback=keep)
+    attention maps of its prompt's words. ``monitor``: to watch or interrupt the run from another thread."""
+    monitor = monitor if monitor is not None else TrajectoryMonitor()
+    monitor.begin_run()
+    try:
+        with recording_attention(cross_attention_layers(pipe.unet)) as recorder:
+            images = pipe.generate(opts, progress=progress, monitor=monitor)
+    finally:
+        monitor.end()
     parts = pipe.parts()
-    steps = [tensor_to_pil(decode(parts, latents)) for latents in trajectory]  # steps x B images
+    steps = [tensor_to_pil(decode(parts, latents)) for latents in monitor.trajectory]  # steps x B images
     W, H = images[0].size
     attention = attention_maps(recorder, len(images), (H, W))  # (B, M, H, W)
     text, _ = extract_extra_networks(opts.prompt)  # the text that was encoded, without <hypernet:...> tags
