@@ -46,6 +46,7 @@ function show(result) {
     chip.type = "button";
     chip.className = "chip";
     chip.setAttribute("aria-pressed", "false");
+    chip.dataset.word = word.word;
     chip.append(word.word);
     const share = document.createElement("small");
     share.textContent = `${(100 * word.share).toFixed(1)}%`;

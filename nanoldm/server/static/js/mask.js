@@ -6,6 +6,7 @@ import {$, base64Of, dropZone, readFile} from "./api.js";
 const DISPLAY = 256; // pixels a side the image is shown at
 let image = null; // the starting image (an HTMLImageElement), or null
 let painting = false;
+let lastPoint = null; // where the current stroke is, in canvas pixels
 
 export const hasImage = () => image !== null;
 
@@ -17,7 +18,7 @@ export function initImageInputs(onLoaded) {
     loaded.src = url;
   });
   const mask = $("mask-canvas");
-  mask.addEventListener("pointerdown", (event) => { painting = true; paint(event); });
+  mask.addEventListener("pointerdown", (event) => { painting = true; lastPoint = null; paint(event); });
   mask.addEventListener("pointermove", (event) => { if (painting) paint(event); });
   window.addEventListener("pointerup", () => { painting = false; });
   $("mask-clear").addEventListener("click", clearMask);
@@ -37,16 +38,21 @@ function show(loaded) {
   $("paint").hidden = false;
 }
 
+// A stroke from the last point to this one (the mouse skips pixels when it moves fast), with round ends.
 function paint(event) {
   const canvas = $("mask-canvas");
   const box = canvas.getBoundingClientRect();
-  const x = (event.clientX - box.left) * canvas.width / box.width;
-  const y = (event.clientY - box.top) * canvas.height / box.height;
+  const point = [(event.clientX - box.left) * canvas.width / box.width,
+                 (event.clientY - box.top) * canvas.height / box.height];
   const context = canvas.getContext("2d");
-  context.fillStyle = "rgb(255, 0, 0)";
+  context.strokeStyle = "rgb(255, 0, 0)";
+  context.lineWidth = Number($("brush-size").value);
+  context.lineCap = context.lineJoin = "round";
   context.beginPath();
-  context.arc(x, y, Number($("brush-size").value) / 2, 0, 2 * Math.PI);
-  context.fill();
+  context.moveTo(...(lastPoint ?? point));
+  context.lineTo(...point);
+  context.stroke();
+  lastPoint = point;
 }
 
 function clearMask() {
