@@ -7,7 +7,9 @@
    pipelines and the evaluation no trainers (``training`` may use them for previews and ``train all``'s eval);
 3. a function-local import of a ``nanoldm`` module says why it is not at the top (a comment on its line or the
    line above): the only good reason is an import cost the caller should not pay;
-4. no file in ``nanoldm/`` is over 350 lines.
+4. no file in ``nanoldm/`` is over 350 lines;
+5. the server (``nanoldm/server/``) is a face like ``cli/``: only ``cli/`` imports it, and only the two of them
+   import the web stack (``fastapi``, ``starlette``, ``uvicorn``).
 """
 import ast
 from pathlib import Path
@@ -19,6 +21,8 @@ MODELS = ("layers", "unet", "autoencoder", "text", "samplers", "diffusion")
 NOT_FOR_MODELS = ("checkpoint", "training", "pipelines", "cli")
 BELOW_TRAINING = ("pipelines", "evaluation")
 MAX_LINES = 350
+FACES = ("cli", "server")  # the faces of the library; nothing below them knows them
+WEB = ("fastapi", "starlette", "uvicorn")
 
 
 def _sources() -> list[Path]:
@@ -64,6 +68,8 @@ def _violations(path: Path) -> list[str]:
             found.setdefault((node.lineno, "models"), f"{where} ({part}/ is models and maths)")
         if part in BELOW_TRAINING and target == "training":
             found.setdefault((node.lineno, "training"), f"{where} (training/ uses {part}/, not the reverse)")
+        if (target == "server" or module.split(".")[0] in WEB) and part not in FACES:
+            found.setdefault((node.lineno, "server"), f"{where} (the server is a face: only cli/ starts it)")
     return list(found.values())
 
 

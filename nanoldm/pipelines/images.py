@@ -36,10 +36,13 @@ def pil_to_tensor(images: list[Image.Image], size: tuple[int, int]) -> torch.Ten
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+MASK_THRESHOLD = 128  # a mask's grey levels from here up mark the region to repaint
+
+
 def mask_to_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """White (>= 128) marks the region to repaint. Shapes: -> (1, 1, H, W) of 0/1 floats."""
+    """White (>= MASK_THRESHOLD) marks the region to repaint. Shapes: -> (1, 1, H, W) of 0/1 floats."""
     arr = np.asarray(_resize(mask.convert("L"), size), dtype=np.float32)
-    return torch.from_numpy((arr >= 128).astype(np.float32))[None, None]
+    return torch.from_numpy((arr >= MASK_THRESHOLD).astype(np.float32))[None, None]
 
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:

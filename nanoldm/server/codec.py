@@ -10,10 +10,10 @@ import base64
 import binascii
 import io
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from nanoldm.pipelines.images import load_image
+from nanoldm.pipelines.images import MASK_THRESHOLD, load_image
 from nanoldm.pipelines.infotext import PNG_KEY
 
 MAX_PIXELS = 64 * 1024 * 1024  # an uploaded image larger than this is refused before it is decoded
@@ -30,8 +30,9 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
 
 def decode_raw(data: str, what: str = "image") -> Image.Image:
     """A base64 image as stored, its mode and text chunks (``info``) kept: what PNG info reads."""
+    buffer = _image_bytes(data, what)  # a clear error for anything but an image
     try:
-        with Image.open(_image_bytes(data, what)) as im:
+        with Image.open(buffer) as im:
             im.load()  # text chunks after the image data reach ``info`` only now
             return im.copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -54,6 +55,8 @@ def _image_bytes(data: str, what: str) -> io.BytesIO:
     try:
         with Image.open(buffer) as im:
             _check_pixels(im, what)
+    except UnidentifiedImageError:
+        raise ValueError(f"{what}: base64 that is not an image (no image format recognised)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{what}: base64 that is not an image ({' '.join(str(e).split())})") from None
     buffer.seek(0)
@@ -103,3 +106,19 @@ def prepare_mask(mask: Image.Image, size: tuple[int, int], *, blur_x: int, blur_
     if blur_x or blur_y:
         mask = mask.filter(ImageFilter.GaussianBlur((blur_x, blur_y)))
     return mask
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """A1111's ``inpainting_fill`` 0 ("fill"): the region to repaint takes the colours around it, blurred ever
+    less (large radii first, the unmasked pixels last and sharp), so the model starts from its surroundings rather
+    than from what was there. Pixels outside the mask are unchanged."""
+    keep = mask.convert("L").point(lambda v: 0 if v >= MASK_THRESHOLD else 255)  # what the pipeline keeps
+    known = Image.new("RGBa", image.size)
+    known.paste(image.convert("RGBA").convert("RGBa"), mask=keep)  # premultiplied: blurs ignore the hole
+    out = Image.new("RGBA", image.size)
+    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
+        layer = known.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA") if radius else known.convert("RGBA")
+        for _ in range(repeats):
+            out.alpha_composite(layer)
+    return out.convert("RGB")
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 import time
 
 import torch
@@ -72,8 +74,12 @@ def memory() -> dict:
     """A1111's ``/sdapi/v1/memory``: ``ram.used`` is this process's resident memory; ``cuda`` the device's."""
     page = os.sysconf("SC_PAGE_SIZE")
     total = page * os.sysconf("SC_PHYS_PAGES")
-    with open("/proc/self/statm") as f:
-        rss = int(f.read().split()[1]) * page
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * page
+    except OSError:  # not Linux: the peak instead (kilobytes on Linux and BSD, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss = peak if sys.platform == "darwin" else peak * 1024
     ram = {"free": total - rss, "used": rss, "total": total}
     if not torch.cuda.is_available():
         return {"ram": ram, "cuda": {"error": "unavailable"}}

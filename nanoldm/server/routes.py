@@ -7,7 +7,8 @@ line, and the server keeps serving either way.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from fastapi import APIRouter, Body, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -30,21 +31,34 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-async def guarded(fn: Callable, *args, queued: bool = False, service: Service | None = None) -> Any:
-    """``fn(*args)`` on the job queue (``queued``) or a worker thread, with errors as one-line HTTP errors."""
+@contextmanager
+def http_errors() -> Iterator[None]:
+    """The block's errors as one-line HTTP errors: a full queue 503 (with Retry-After), bad input (ValueError, the
+    library's word for it) 422, anything else 500 (logged with its traceback; the server goes on)."""
     try:
-        if queued:
-            return await service.queue.run(fn, *args)
-        return await run_in_threadpool(fn, *args)
+        yield
     except QueueFull as e:
         raise HTTPException(503, one_line(e), headers={"Retry-After": str(e.retry_after)}) from None
-    except ValueError as e:  # the library's and the service's word for bad input
+    except ValueError as e:
         raise HTTPException(422, one_line(e)) from None
     except HTTPException:
         raise
-    except Exception as e:  # a job that fails: its client hears why, the server goes on
-        log.exception("job failed")
+    except Exception as e:
+        log.exception("request failed")
         raise HTTPException(500, f"{type(e).__name__}: {one_line(e)}") from None
+
+
+async def in_thread(fn: Callable, *args) -> Any:
+    """``fn(*args)`` off the event loop (decoding, checks, folder reads), errors as in :func:`http_errors`."""
+    with http_errors():
+        return await run_in_threadpool(fn, *args)
+
+
+async def queued(service: Service, fn: Callable, *args) -> Any:
+    """``fn(*args)`` as a job of the service's queue (anything that uses the model), errors as in
+    :func:`http_errors`."""
+    with http_errors():
+        return await service.queue.run(fn, *args)
 
 
 def service_of(request: Request) -> Service:
@@ -53,12 +67,12 @@ def service_of(request: Request) -> Service:
 
 async def _generate(request: Request, req, plan: Callable) -> ImagesResponse:
     service = service_of(request)
-    job = await guarded(plan, req)
-    images = await guarded(service.execute, job, queued=True, service=service)
+    job = await in_thread(plan, req)
+    images = await queued(service, service.execute, job)
     info = responses.generation_info(job, images, service.checkpoint.model_name, service.checkpoint.hash, req.styles)
     encoded = await run_in_threadpool(lambda: [encode_png(im) for im in images]) if req.send_images else []
     if service.settings.save_dir is not None:
-        await guarded(service.save, images)
+        await in_thread(service.save, images)
     parameters = req.model_dump()
     if isinstance(req, Img2ImgRequest) and not req.include_init_images:  # A1111 does not echo them back
         parameters.update(init_images=None, mask=None)
@@ -77,7 +91,7 @@ async def img2img(request: Request, req: Img2ImgRequest) -> ImagesResponse:
 
 @router.post("/png-info", response_model=PNGInfoResponse)
 async def png_info(req: PNGInfoRequest) -> dict:
-    image = await guarded(decode_raw, req.image, "image")
+    image = await in_thread(decode_raw, req.image, "image")
     return responses.png_info(image)
 
 
@@ -109,9 +123,9 @@ def get_options(request: Request) -> dict:
 @router.post("/options")
 async def set_options(request: Request, values: dict[str, Any] = Body(...)) -> dict:
     service = service_of(request)
-    entry = await guarded(service.set_options, values)
+    entry = await in_thread(service.set_options, values)
     if entry is not None:
-        await guarded(service.switch, entry, queued=True, service=service)
+        await queued(service, service.switch, entry)
     return {}
 
 
@@ -123,7 +137,7 @@ def sd_models(request: Request) -> list[dict]:
 
 @router.post("/refresh-checkpoints")
 async def refresh_checkpoints(request: Request) -> dict:
-    await guarded(service_of(request).catalog.refresh)
+    await in_thread(service_of(request).catalog.refresh)
     return {}
 
 
@@ -147,7 +161,7 @@ def embeddings(request: Request) -> dict:
 @router.get("/hypernetworks", response_model=list[HypernetworkItem])
 async def hypernetworks(request: Request) -> list[dict]:
     service = service_of(request)
-    files = await guarded(service.pipe.hypernetworks.files)
+    files = await in_thread(service.pipe.hypernetworks.files)
     folder = service.settings.hypernetwork_dir
     return [{"name": name, "path": path.relative_to(folder).as_posix()} for name, path in sorted(files.items())]
 

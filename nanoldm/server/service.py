@@ -23,7 +23,7 @@ from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.rng import MAX_SEED
 from nanoldm.samplers import get_sampler
 from nanoldm.server.catalog import Checkpoint, CheckpointCatalog
-from nanoldm.server.codec import decode_image, decode_raw, prepare_mask, resize_for
+from nanoldm.server.codec import decode_image, decode_raw, fill_masked, prepare_mask, resize_for
 from nanoldm.server.jobs import JobQueue
 from nanoldm.server.sampler_names import resolve_sampler
 from nanoldm.server.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
@@ -32,6 +32,7 @@ from nanoldm.server.settings import ServerSettings
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"  # A1111's option names
 MODEL_OPTION = "sd_model_checkpoint"
 ETA_OPTION = "eta_ddim"
+FILL = 0  # A1111's inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Service:
             mask = prepare_mask(decode_raw(req.mask, "mask"), size, invert=bool(req.inpainting_mask_invert),
                                 blur_x=req.mask_blur_x if both is None else both,
                                 blur_y=req.mask_blur_y if both is None else both)
+            if req.inpainting_fill == FILL:  # 1 (original) is what the pipeline does; 2 and 3 are taken as 1
+                image = fill_masked(image, mask)
         return Job("img2img", opts, req.n_iter, image, mask, model=self._model_override(req))
 
     def _options(self, req: GenerationRequest, strength: float) -> GenerateOptions:

@@ -3,6 +3,7 @@ wait until it answers, and stop it afterwards. Requests then go over HTTP, as an
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from nanoldm.builtin import builtin_model_path
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 180  # loading torch and the model on a busy 2-core machine
@@ -69,9 +72,13 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server():
-    """The built-in model, default queue (16), sizes up to 128 pixels."""
-    running = Server("--max-size", "128")
+def server(tmp_path_factory):
+    """The built-in model, default queue (16), sizes up to 128 pixels; a copy of it as a second checkpoint in
+    ``--models-dir`` (``other/copy.safetensors``)."""
+    models = tmp_path_factory.mktemp("models")
+    (models / "other").mkdir()
+    shutil.copy(builtin_model_path(), models / "other" / "copy.safetensors")
+    running = Server("--max-size", "128", "--models-dir", str(models))
     yield running
     running.stop()
 

@@ -4,6 +4,8 @@ Retry-After), a job that raises (500, one line), a client that goes away mid-job
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import threading
 import time
 
@@ -12,6 +14,7 @@ import requests
 import uvicorn
 
 from nanoldm.cli.__main__ import main as cli_main
+from nanoldm.pipelines.infotext import read_png_infotext
 from nanoldm.server.app import create_app
 from nanoldm.server.auth import check_credentials
 from nanoldm.server.service import Service
@@ -127,3 +130,14 @@ def test_loopback():
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.org")
     ServerSettings(host="0.0.0.0", insecure=True).check()
     ServerSettings(host="0.0.0.0", api_auth=USERS).check()
+
+
+def test_outputs_are_saved_only_with_a_save_dir(guarded, monkeypatch, tmp_path):
+    body = {**SMALL, "steps": 1}
+    assert requests.post(f"{guarded.url}/txt2img", json=body, auth=USERS[0], timeout=600).status_code == 200
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(guarded.service, "settings", dataclasses.replace(guarded.service.settings, save_dir=tmp_path))
+    response = requests.post(f"{guarded.url}/txt2img", json=body, auth=USERS[0], timeout=600)
+    [saved] = tmp_path.glob("*.png")
+    assert saved.name == "00000-7.png" and json.loads(response.json()["info"])["infotexts"] == [read_png_infotext(saved)]
+

@@ -65,29 +65,49 @@ def test_png_info_reads_back_the_infotext(api):
 
 def test_models_samplers_and_switching(api):
     titles = api.util_get_model_names()
-    assert titles and titles[0].startswith("shapes.safetensors")
-    api.util_set_model(titles[0])
-    assert api.util_get_current_model() == titles[0]
+    [builtin] = [t for t in titles if t.startswith("shapes.safetensors [")]
+    assert api.util_get_current_model() == builtin and "other/copy.safetensors" in titles
+    first = api.txt2img(**{**SETTINGS, "steps": 1})
+
+    api.util_set_model("other/copy.safetensors")  # the same weights under another name
+    current = api.util_get_current_model()
+    assert current.startswith("other/copy.safetensors [") and current.endswith("]")  # hashed once loaded
+    copy = api.txt2img(**{**SETTINGS, "steps": 1})
+    assert np.array_equal(np.asarray(copy.image), np.asarray(first.image))
+    assert "Model: copy" in copy.info["infotexts"][0] and copy.info["sd_model_name"] == "other/copy"
+
+    back = api.txt2img(**{**SETTINGS, "steps": 1}, override_settings={"sd_model_checkpoint": builtin})
+    assert "Model: shapes" in back.info["infotexts"][0] and api.util_get_current_model() == builtin
     names = api.util_get_sampler_names()
     assert {"Euler a", "DDIM", "DPM++ 2M Karras"} <= set(names)
     assert "automatic" in api.util_get_scheduler_names()
 
 
-def test_progress_during_a_job_and_interrupt(api):
+def test_progress_during_a_job_skip_and_interrupt(api):
+    """Two batches of 150 steps: skip ends the first after a few steps, interrupt the second; both come back."""
     done: dict = {}
-    job = threading.Thread(target=lambda: done.setdefault("result", api.txt2img(**{**SETTINGS, "steps": 150})))
+    job = threading.Thread(target=lambda: done.setdefault("result", api.txt2img(**{**SETTINGS, "steps": 150},
+                                                                                 n_iter=2)))
     job.start()
-    seen, preview = [], None
-    while job.is_alive() and (not seen or seen[-1]["state"]["sampling_step"] < 2 or preview is None):
-        progress = api.get_progress()
-        if progress["state"]["job_count"]:
-            seen.append(progress)
-            preview = preview or progress["current_image"]
-        time.sleep(0.05)
+
+    def watch(until) -> list[dict]:
+        seen = []
+        while job.is_alive() and not (seen and until(seen[-1])):
+            progress = api.get_progress()
+            if progress["state"]["job_count"]:
+                seen.append(progress)
+            time.sleep(0.05)
+        return seen
+
+    first = watch(lambda p: p["state"]["sampling_step"] >= 2 and p["current_image"] is not None)
+    api.skip()
+    second = watch(lambda p: p["state"]["job_no"] == 1 and p["state"]["sampling_step"] >= 1)
     api.interrupt()
     job.join(timeout=600)
-    assert seen and seen[-1]["state"]["sampling_steps"] == 150 and 0 < seen[-1]["progress"] < 1
-    assert preview is not None and Image.open(io.BytesIO(base64.b64decode(preview))).size == (32, 32)
-    assert len(done["result"].images) == 1  # an interrupted job returns what it has
+    assert first[-1]["state"]["sampling_steps"] == 150 and first[-1]["state"]["job_count"] == 2
+    assert 0 < first[-1]["progress"] < 0.5 < second[-1]["progress"] < 1 and second[-1]["state"]["job_no"] == 1
+    preview = Image.open(io.BytesIO(base64.b64decode(first[-1]["current_image"])))
+    assert preview.size == (32, 32)
+    assert done["result"].info["all_seeds"] == [11, 12]  # each batch cut short returns what it has
     after = api.get_progress()["state"]
     assert after["job_count"] == 0 and after["interrupted"] is True  # idle again; A1111 keeps the flag until the next job
