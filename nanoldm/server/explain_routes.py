@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from nanoldm.pipelines.explain import Explanation, TrajectoryMonitor, explain
 from nanoldm.pipelines.explain_pictures import enlarge, strip_picture, word_picture
 from nanoldm.server.codec import encode_png
-from nanoldm.server.routes import guarded, service_of
+from nanoldm.server.routes import in_thread, queued, service_of
 from nanoldm.server.schemas import Txt2ImgRequest
 from nanoldm.server.service import Job, Service
 
@@ -42,9 +41,9 @@ class ExplainResponse(BaseModel):
 @router.post("/explain", response_model=ExplainResponse)
 async def explain_route(request: Request, req: Txt2ImgRequest) -> ExplainResponse:
     service = service_of(request)
-    job = await guarded(service.plan_txt2img, req.model_copy(update={"batch_size": 1, "n_iter": 1}))
-    explanation = await guarded(run_explain, service, job, queued=True, service=service)
-    return await run_in_threadpool(encode, explanation)
+    job = await in_thread(service.plan_txt2img, req.model_copy(update={"batch_size": 1, "n_iter": 1}))
+    explanation = await queued(service, run_explain, service, job)
+    return await in_thread(encode, explanation)
 
 
 def run_explain(service: Service, job: Job) -> Explanation:
