@@ -1,20 +1,26 @@
 """See inside: the recorded attention is the run's real softmax(QK^T / sqrt(d)), recording changes no pixel, maps
 sum to 1 over the context tokens, words map back to their context columns, and the trajectory ends at the image."""
+import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from nanoldm.cli.__main__ import main
 from nanoldm.layers.attention import Attention
 from nanoldm.layers.attention_record import recording_attention
 from nanoldm.layers.frozen import frozen_weights
+from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.explain import _layer_grid, cross_attention_layers, explain, prompt_words
 from nanoldm.pipelines.explain_pictures import heat, strip_picture, word_picture
+from nanoldm.pipelines.infotext import read_png_infotext
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.unet.unet import UNet
-from tests.conftest import TINY_UNET
+from tests.conftest import TINY, TINY_UNET
 
 PROMPT = "a red circle at the top left, photorealistic"
 
@@ -72,10 +78,7 @@ def test_the_recorder_returns_the_layers_own_output_and_watches_only_its_layers(
 
 @pytest.fixture(scope="module")
 def explained(tokenizer):
-    from tests.conftest import TINY  # a random tiny model: pixels and probabilities, not meaning, are tested
-    import dataclasses
-    from nanoldm.model import LatentDiffusion
-
+    """A random tiny model: pixels and probabilities, not meaning, are tested."""
     torch.manual_seed(0)
     pipe = Pipeline(LatentDiffusion.from_config(dataclasses.replace(TINY, image_size=16), tokenizer=tokenizer))
     opts = GenerateOptions(prompt=PROMPT, negative_prompt="blurry", steps=4, seed=3, batch_size=2, width=16, height=24)
@@ -136,13 +139,6 @@ def test_pictures(explained):
 
 
 def test_cli_writes_the_image_strip_word_maps_and_index(tmp_path, capsys):
-    import json
-
-    from PIL import Image
-
-    from nanoldm.cli.__main__ import main
-    from nanoldm.pipelines.infotext import read_png_infotext
-
     out = tmp_path / "seen"
     assert main(["explain", "a red circle at the top left", "--out", str(out), "--steps", "2", "--seed", "4"]) == 0
     index = json.loads((out / "index.json").read_text())
