@@ -6,9 +6,9 @@ import argparse
 import sys
 import warnings
 
-from nanoldm.cli import caption, convert, demo, eval, generate, sample, serve, shapes, train
+from nanoldm.cli import caption, convert, demo, eval, explain, generate, sample, serve, shapes, train
 
-COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, serve)
+COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, serve, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoldm.layers.attention_record import recorder_for
 from nanoldm.layers.frozen import frozen_block
 
 
@@ -17,7 +18,8 @@ class Attention(nn.Module):
 
     ``context_hook`` (optional) maps the context before the K and V projections; hypernetworks
     plug in there: ``k = to_k(hk(context))``, ``v = to_v(hv(context))``. Inside a ``frozen_weights()`` block a
-    layer without a hook hands its call to :meth:`~nanoldm.layers.fast.FrozenBlock.attention`.
+    layer without a hook hands its call to :meth:`~nanoldm.layers.fast.FrozenBlock.attention`. A layer watched by
+    :func:`~nanoldm.layers.attention_record.recording_attention` hands its softmax to the recorder.
     """
 
     def __init__(self, query_dim: int, *, context_dim: int | None = None, heads: int, head_dim: int,
@@ -45,7 +47,10 @@ class Attention(nn.Module):
 
         Shapes: q (B', N', h*d), k and v (B', M, h*d), B' N' = B N -> (B, N, query_dim)."""
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B', h, N'|M, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N', d)
+        if (recorder := recorder_for(self)) is not None:  # "See inside": the same output, probabilities recorded
+            out = recorder.attend(q, k, v, self, batch_tokens)  # (B', h, N', d)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N', d)
         out = out.transpose(1, 2).reshape(*batch_tokens, -1)  # (B, N, h*d)
         return self.to_out[0](out)
 

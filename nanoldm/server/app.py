@@ -21,13 +21,15 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from nanoldm.server.auth import BasicAuth
+from nanoldm.server.explain_routes import router as explain_router
 from nanoldm.server.limits import BodyLimit
+from nanoldm.server.page_routes import router as page_router
 from nanoldm.server.routes import router as sdapi_router
 from nanoldm.server.service import Service
 from nanoldm.server.settings import MAX_BODY
 
 STATIC = Path(__file__).parent / "static"
-ROUTERS = (sdapi_router,)  # more faces of the server (e.g. /nanoldm/v1/...) are added here
+ROUTERS = (sdapi_router, explain_router, page_router)  # more faces of the server (e.g. /nanoldm/v1/...) are added here
 
 
 def create_app(service: Service, *, static_dir: Path | None = STATIC) -> FastAPI:

@@ -267,6 +267,24 @@ class CLIPTokenizer:
                 pieces.append(self._bpe.token_bytes(names[i]))
         return b"".join(pieces).decode("utf-8", errors="replace").replace(END_OF_WORD, " ").strip()
 
+    def words(self, ids: list[int]) -> list[tuple[str, list[int]]]:
+        """Prompt ids (no BOS/EOS) grouped back into words: (the word's text, the positions of its BPE pieces
+        in ``ids``). A word ends at a piece that ends in ``</w>``; an added token is a word of its own."""
+        names, added = {**self._bpe.id_to_token, **{i: t for t, i in self._added.items()}}, set(self._added.values())
+        words: list[tuple[str, list[int]]] = []
+        open_word: list[int] = []
+        for position, i in enumerate(ids):
+            if i in added and open_word:  # an added token ends the word before it
+                words.append((self.decode([ids[p] for p in open_word]), open_word))
+                open_word = []
+            open_word.append(position)
+            if names.get(i, "").endswith(END_OF_WORD) or i in added:
+                words.append((self.decode([ids[p] for p in open_word]), open_word))
+                open_word = []
+        if open_word:
+            words.append((self.decode([ids[p] for p in open_word]), open_word))
+        return words
+
     # ---- saving ----
 
     def save_folder(self, path: str | Path) -> None:
