@@ -31,6 +31,23 @@ class GenerateOptions:
     clip_skip: int = 1
     strength: float = IMG2IMG_STRENGTH  # img2img / inpaint: how much of the schedule is re-run
     eta: float = 0.0  # DDIM's stochasticity
+    # A1111's seed extras (its API's names; rng.py): a variation seed, and the size a seed's noise is drawn at
+    subseed: int | None = None  # None or -1: random; used only when subseed_strength > 0
+    subseed_strength: float = 0.0  # 0: the seed's noise, 1: the variation seed's
+    seed_resize_from_h: int = 0  # 0: off (both must be > 0)
+    seed_resize_from_w: int = 0
+    ensd: int = 0  # A1111's "Eta noise seed delta": the samplers' later noise is seeded seed + ensd
+    # A1111's Hires. fix (txt2img only; pipelines/hires.py): a second img2img pass at a larger size, re-running
+    # the last ``strength`` part of the schedule (A1111's "Denoising strength")
+    enable_hr: bool = False
+    hr_scale: float = 2.0  # used when hr_resize_x and hr_resize_y are both 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str | None = None  # None: "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_sampler_name: str | None = None  # None: the first pass's sampler
+    hr_prompt: str = ""  # "": the prompt
+    hr_negative_prompt: str = ""
 
     def validate(self, latent_factor: int) -> None:
         """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
@@ -47,6 +64,12 @@ class GenerateOptions:
             raise ValueError(f"clip skip must be at least 1, got {self.clip_skip}")
         if self.eta < 0:
             raise ValueError(f"eta must be at least 0, got {self.eta}")
+        if not 0.0 <= self.subseed_strength <= 1.0:
+            raise ValueError(f"subseed strength (variation strength) must be in [0, 1], got {self.subseed_strength}")
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):
+            size = getattr(self, name)
+            if 0 < size < latent_factor:
+                raise ValueError(f"{name} {size} is smaller than the latent factor {latent_factor} (0: off)")
         for name in ("width", "height"):
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):

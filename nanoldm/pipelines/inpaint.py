@@ -16,7 +16,7 @@ from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.parts import ModelParts
-from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
+from nanoldm.pipelines.sampling import conditioning, decode, sample_latents, seeded_noise
 
 
 def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *,
@@ -30,8 +30,7 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
         raise ValueError(f"this model cannot inpaint: its UNet takes {C + parts.concat_channels} input channels "
                          f"(expected {C} or {2 * C + 1})")
     images, mask = images.to(parts.device, parts.dtype), mask.to(parts.device, parts.dtype)
-    seeds = [opts.seed + i for i in range(B)]
-    noise = parts.noise(seeds, images.shape[2], images.shape[3])
+    noise, seeds = seeded_noise(parts, opts, images.shape[2], images.shape[3])
     small_mask = latent_mask(mask, parts.latent_size(images.shape[2], images.shape[3])).to(mask)
     if parts.inpainting:
         with frozen_weights():

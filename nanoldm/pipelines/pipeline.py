@@ -17,13 +17,14 @@ from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.pipelines.hires import hires_txt2img, validate_hires
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
-from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
+from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
 from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.txt2img import txt2img
-from nanoldm.rng import resolve_seed
+from nanoldm.rng import batch_seeds, resolve_seed
 from nanoldm.samplers import get_sampler
 
 
@@ -79,14 +80,17 @@ class Pipeline:
         size, parts = (opts.width, opts.height), self.parts()
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             run = dataclasses.replace(opts, prompt=text)
-            if image is None:
+            if image is None and opts.enable_hr:
+                images, seeds = hires_txt2img(parts, run, progress=progress)
+            elif image is None:
                 images, seeds = txt2img(parts, run, progress=progress)
             elif mask is None:
                 images, seeds = img2img(parts, pil_to_tensor([image], size), run, progress=progress)
             else:
                 images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
                                         progress=progress, overlay=overlay)
-        return self._finish(images, seeds, opts, None if image is None else opts.strength)
+        hires = image is None and opts.enable_hr
+        return self._finish(images, seeds, opts, opts.strength if image is not None or hires else None)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
         """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any
@@ -102,21 +106,27 @@ class Pipeline:
         """Fill in seed and size (the image's, else the model's native size) and check every setting."""
         native = image.size if image is not None else (self.model.config.image_size,) * 2  # (W, H)
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
+                                   subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed,
                                    width=native[0] if opts.width is None else opts.width,
                                    height=native[1] if opts.height is None else opts.height)
         opts.validate(self.latent_factor)  # every bad setting fails here, before any work
+        if image is not None and opts.enable_hr:
+            raise ValueError("Hires. fix is for txt2img: turn it off for img2img and inpainting")
+        validate_hires(opts, self.latent_factor, get_sampler)
         return opts
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
                 strength: float | None) -> list[Image.Image]:
         out = tensor_to_pil(images)
-        for im, seed in zip(out, seeds):
+        _, subseeds = batch_seeds(opts.seed, len(seeds), opts.subseed, opts.subseed_strength)
+        for i, (im, seed) in enumerate(zip(out, seeds)):
             params = generation_params(
                 steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
-                clip_skip=opts.clip_skip,
-                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext()})
+                clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
+                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext(),
+                       **hires_params(opts)})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

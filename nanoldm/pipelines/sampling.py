@@ -16,7 +16,7 @@ from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.parts import ModelParts
-from nanoldm.rng import ImageNoise
+from nanoldm.rng import ImageNoise, batch_seeds
 from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
 
@@ -56,12 +56,26 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
                         cfg_scale=opts.cfg_scale, concat=concat)
 
 
+def seeded_noise(parts: ModelParts, opts: GenerateOptions, height: int, width: int) -> tuple[ImageNoise, list[int]]:
+    """The batch's seeds (``rng.batch_seeds``: A1111's, one seed for all with a variation seed) and their noise for
+    images of ``height`` x ``width`` pixels, with ``opts``' seed extras (variation seed, resize seed from, ENSD)."""
+    seeds, subseeds = batch_seeds(opts.seed, opts.batch_size, opts.subseed, opts.subseed_strength)
+    resize = None
+    if opts.seed_resize_from_h > 0 and opts.seed_resize_from_w > 0:  # A1111: both, or off
+        resize = parts.latent_size(opts.seed_resize_from_h, opts.seed_resize_from_w)
+    noise = parts.noise(seeds, height, width, subseeds=subseeds, subseed_strength=opts.subseed_strength,
+                        resize_from=resize, ensd=opts.ensd)
+    return noise, seeds
+
+
 def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
                    init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-                   progress: bool = False) -> torch.Tensor:
+                   last_steps: int | None = None, progress: bool = False) -> torch.Tensor:
     """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
     the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
-    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``).
+    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``); with ``last_steps``
+    instead of ``opts.strength``, exactly the last ``last_steps`` steps of the ``opts.steps`` schedule are run
+    (A1111's img2img with fixed steps, as its Hires. fix runs it: ``pipelines/hires.py``).
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
@@ -70,7 +84,7 @@ def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, 
     if init_latents is None:
         x = noise() * spec.init_noise_sigma(sigmas)
     else:
-        sigmas = spec.img2img_sigmas(sigmas, opts.strength)
+        sigmas = spec.img2img_sigmas(sigmas, opts.strength) if last_steps is None else sigmas[-(last_steps + 1):]
         if len(sigmas) < 2:  # strength 0: nothing to re-run
             return init_latents
         start_noise = noise()
