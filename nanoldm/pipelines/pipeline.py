@@ -5,6 +5,7 @@ comes back as a PIL image carrying its A1111 infotext in ``image.info["parameter
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.hires import hires_txt2img, validate_hires
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
@@ -56,6 +58,16 @@ class Pipeline:
         """``options``: any :class:`GenerateOptions` field (sampler, steps, cfg_scale, seed, width, ...)."""
         opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options)
         return self.generate(opts, progress=progress)
+
+    def txt2img_from_infotext(self, source: str | Path | Image.Image, *, progress: bool = True,
+                              **overrides) -> list[Image.Image]:
+        """Make an image again from its A1111 infotext: ``source`` is the text, a PNG path or a PIL image
+        carrying ``parameters``; ``overrides``: GenerateOptions fields that win over the infotext's. What the
+        infotext holds that cannot be honoured (another model's hash, unknown keys) is an ``InfotextWarning``."""
+        settings = read_infotext(infotext_of(source))
+        for line in settings.warnings(self._model_hash()):
+            warnings.warn(line, InfotextWarning, stacklevel=2)
+        return self.generate(dataclasses.replace(settings.options, **overrides), progress=progress)
 
     def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = IMG2IMG_STRENGTH,
                 progress: bool = True, **options) -> list[Image.Image]:
