@@ -138,7 +138,8 @@ def _pixel_upscaled_latents(parts: ModelParts, latents: torch.Tensor, target: Hi
                             method: Image.Resampling, last_seed: int) -> torch.Tensor:
     """Decode, 8-bit by truncation, upscale, encode; the posterior drawn from one generator seeded ``last_seed``,
     image after image (A1111's global generator). Shapes: (B, C, h, w) -> (B, C, H / f, W / f) scaled latents."""
-    pixels = ((decode(parts, latents).float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+    decoded = torch.cat([decode(parts, latents[i:i + 1]) for i in range(len(latents))])  # one by one, as A1111
+    pixels = ((decoded.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
     arrays = []
     for x in pixels:
         image = Image.fromarray((255.0 * x.permute(1, 2, 0).numpy()).astype(np.uint8))
