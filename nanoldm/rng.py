@@ -30,6 +30,7 @@ class ImageNoise:
     def __init__(self, seeds: list[int], shape: tuple[int, int, int], *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32):
         self.generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        self.seeds = list(seeds)  # the SDE samplers' Brownian trees are seeded with them too (A1111)
         self.shape, self.device, self.dtype = shape, torch.device(device), dtype
 
     def __call__(self) -> torch.Tensor:

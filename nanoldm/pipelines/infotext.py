@@ -63,11 +63,13 @@ def _number(value):
 def generation_params(*, steps: int, sampler: str, cfg_scale: float, seed: int, width: int, height: int,
                       model_hash: str | None = None, model: str | None = None,
                       denoising_strength: float | None = None, clip_skip: int = 1,
-                      extra: dict | None = None) -> dict:
-    """The usual parameters under A1111's names and in its order; ``Clip skip`` only when not 1."""
+                      extra: dict | None = None, schedule_type: str | None = None) -> dict:
+    """The usual parameters under A1111's names and in its order; ``Clip skip`` only when not 1,
+    ``Schedule type`` only when given."""
     params = {
         "Steps": steps,
         "Sampler": sampler,
+        "Schedule type": schedule_type,
         "CFG scale": _number(cfg_scale),
         "Seed": seed,
         "Size": f"{width}x{height}",

@@ -17,6 +17,7 @@ from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
@@ -24,7 +25,6 @@ from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.rng import resolve_seed
-from nanoldm.samplers import get_sampler
 
 
 class Pipeline:
@@ -109,14 +109,16 @@ class Pipeline:
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
                 strength: float | None) -> list[Image.Image]:
-        out = tensor_to_pil(images)
+        out = tensor_to_pil(images, PIXEL_ROUNDING[opts.like])
+        sampler, schedule_type = infotext_names(opts)
         for im, seed in zip(out, seeds):
             params = generation_params(
-                steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
+                steps=opts.steps, sampler=sampler, schedule_type=schedule_type, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip,
                 extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext()})
+
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import plan
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.rng import ImageNoise
-from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
 
 
@@ -65,23 +65,21 @@ def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, 
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
-    spec = get_sampler(opts.sampler)
-    sigmas = spec.sigmas(parts.schedule, opts.steps)
+    # sigmas, starting level and sampler, under the conventions of opts.like
+    sampling = plan(parts.schedule, opts, noise, img2img=init_latents is not None)
     if init_latents is None:
-        x = noise() * spec.init_noise_sigma(sigmas)
+        x = noise() * sampling.start_sigma
     else:
-        sigmas = spec.img2img_sigmas(sigmas, opts.strength)
-        if len(sigmas) < 2:  # strength 0: nothing to re-run
+        if len(sampling.sigmas) < 2:  # strength 0: nothing to re-run
             return init_latents
         start_noise = noise()
-        x = init_latents + start_noise * sigmas[0]
-    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=spec.quantize)
+        x = init_latents + start_noise * sampling.start_sigma
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=sampling.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
-    with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
-                               leave=False) as bar:
-        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
-                           callback=lambda i, x, denoised: bar.update())
+    with frozen_weights(), tqdm(total=len(sampling.sigmas) - 1, desc=sampling.name, unit="step",
+                               disable=not progress, leave=False) as bar:
+        return sampling.run(denoiser, x, cond, lambda i, x, denoised: bar.update())
 
 
 def decode(parts: ModelParts, latents: torch.Tensor) -> torch.Tensor:
