@@ -69,7 +69,7 @@ def check_sampler(sampler: str, scheduler: str = "Automatic", like: str = "a1111
         get_sampler(sampler)
     except ValueError:
         names = dict.fromkeys((*A1111_SAMPLER_NAMES, *SAMPLER_NAMES) if like == "a1111" else SAMPLER_NAMES)
-        raise ValueError(f"unknown sampler {sampler!r}; valid names: {', '.join(names)} (A1111's legacy "
+        raise ValueError(f"unknown sampler {sampler!r}; valid names: {', '.join(map(repr, names))} (A1111's legacy "
                          f"'<sampler> <schedule type>' names too, e.g. 'DPM++ 2M Karras')") from None
 
 
