@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from nanoldm.samplers import get_sampler
+from nanoldm.samplers import SAMPLER_NAMES, get_sampler
+from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES, find_a1111_sampler
+from nanoldm.samplers.schedules import schedule_key
 
 DEFAULT_SAMPLER = "Euler a"
 IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
+LIKES = ("a1111", "diffusers")  # whose conventions a generation follows (pipelines/conventions.py)
 INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
 
 
@@ -48,12 +51,14 @@ class GenerateOptions:
     hr_sampler_name: str | None = None  # None: the first pass's sampler
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""
+    scheduler: str = "Automatic"  # A1111's "Schedule type"; Automatic: the sampler's own
+    like: str = "a1111"  # whose conventions: "a1111" (1.10) or "diffusers" (see pipelines/conventions.py)
 
     def validate(self, latent_factor: int) -> None:
         """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative prompt must be strings")
-        get_sampler(self.sampler)  # an unknown name lists the valid ones
+        check_sampler(self.sampler, self.scheduler, self.like)  # an unknown name lists the valid ones
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -74,6 +79,21 @@ class GenerateOptions:
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):
                 raise ValueError(f"{name} {size} is not a positive multiple of the latent factor {latent_factor}")
+
+
+def check_sampler(sampler: str, scheduler: str = "Automatic", like: str = "a1111") -> None:
+    """ValueError naming the valid values for an unknown conventions, schedule type or sampler name."""
+    if like not in LIKES:
+        raise ValueError(f"unknown conventions {like!r}; valid: {', '.join(LIKES)}")
+    schedule_key(scheduler)
+    if like == "a1111" and find_a1111_sampler(sampler, scheduler) is not None:
+        return
+    try:
+        get_sampler(sampler)
+    except ValueError:
+        names = dict.fromkeys((*A1111_SAMPLER_NAMES, *SAMPLER_NAMES) if like == "a1111" else SAMPLER_NAMES)
+        raise ValueError(f"unknown sampler {sampler!r}; valid names: {', '.join(map(repr, names))} (A1111's legacy "
+                         f"'<sampler> <schedule type>' names too, e.g. 'DPM++ 2M Karras')") from None
 
 
 def as_options(options: GenerateOptions | None = None, **fields) -> GenerateOptions:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from nanoldm.options import GenerateOptions
+from nanoldm.options import LIKES, GenerateOptions
 
 DEFAULTS = GenerateOptions()
 _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, for generate_options
@@ -19,15 +19,21 @@ _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, f
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEFAULTS.seed,
                            cfg_scale: float = DEFAULTS.cfg_scale, batch_size: int | None = DEFAULTS.batch_size,
                            strength: float | None = None, image: bool = False, hires: bool = False) -> None:
-    """--sampler, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
+    """--sampler, --scheduler, --like, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
     --batch-size means something else); --strength when ``strength`` is given (img2img, inpaint); with ``image``
     the rest of a prompt-to-image call: --negative-prompt, --width, --height, --clip-skip, --eta, and A1111's seed
     extras (--subseed, --subseed-strength, --seed-resize-from-w/-h, --ensd); with ``hires`` (txt2img) A1111's
     Hires. fix (--hires, --hires-scale, ..., --denoising-strength)."""
     g = p.add_argument_group("sampling")
-    fields = ["sampler", "steps", "cfg_scale", "seed"]
+    fields = ["sampler", "scheduler", "like", "steps", "cfg_scale", "seed"]
     g.add_argument("--sampler", default=DEFAULTS.sampler,
                    help='e.g. "Euler a", "DPM++ 2M Karras", ddim, euler (default: %(default)s)')
+    g.add_argument("--scheduler", default=DEFAULTS.scheduler,
+                   help='A1111 "Schedule type": Automatic (the sampler\'s own), Uniform, Karras, Exponential, '
+                        'Polyexponential, SGM Uniform, KL Optimal, Align Your Steps, Simple, Normal, DDIM, Beta '
+                        '(default: %(default)s)')
+    g.add_argument("--like", default=DEFAULTS.like, choices=LIKES,
+                   help="whose conventions: a1111 (1.10) or diffusers (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps (default: %(default)s)")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale,
                    help="classifier-free guidance scale (default: %(default)s)")

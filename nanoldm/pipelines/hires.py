@@ -11,8 +11,9 @@ the requested size, then an img2img pass at a larger one.
 4. Second pass: fresh noise from the same seeds (A1111 builds a new ``ImageRNG``: variation seed, resize seed from
    and ENSD apply again), and ``hr_second_pass_steps`` (default: ``steps``) steps of the sampler ``hr_sampler_name``
    (default: the first pass's) with the prompts ``hr_prompt`` / ``hr_negative_prompt`` (default: the first pass's):
-   A1111's img2img with fixed steps (``setup_img2img_steps``): a schedule of int(steps / min(strength, 0.999))
-   steps, of which the last ``steps`` run, from the upscaled latents plus the noise times the first of those sigmas.
+   A1111's img2img with fixed steps (``conventions.a1111_img2img_steps``): a schedule of
+   int(steps / min(strength, 0.999)) steps, of which the last ``steps`` run, from the upscaled latents plus the
+   noise times the first of those sigmas. (With ``like="diffusers"``: diffusers' img2img share of ``steps``.)
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nanoldm.layers.frozen import frozen_weights
-from nanoldm.options import GenerateOptions
+from nanoldm.options import GenerateOptions, check_sampler
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.sampling import conditioning, decode, sample_latents, seeded_noise
 
@@ -93,7 +94,7 @@ def hires_target(opts: GenerateOptions, latent_factor: int) -> HiresTarget:
     return HiresTarget(*to, *truncate)
 
 
-def validate_hires(opts: GenerateOptions, latent_factor: int, get_sampler) -> None:
+def validate_hires(opts: GenerateOptions, latent_factor: int) -> None:
     """Every impossible Hires. fix setting of resolved ``opts``, as a ValueError (nothing when it is off)."""
     if not opts.enable_hr:
         return
@@ -102,21 +103,13 @@ def validate_hires(opts: GenerateOptions, latent_factor: int, get_sampler) -> No
     if opts.hr_second_pass_steps < 0:
         raise ValueError(f"hires steps must be >= 0 (0: the same as steps), got {opts.hr_second_pass_steps}")
     if opts.hr_sampler_name is not None:
-        get_sampler(opts.hr_sampler_name)
-
-
-def fixed_img2img_steps(steps: int, strength: float) -> int:
-    """A1111's ``setup_img2img_steps`` with the steps given (as Hires. fix gives them): the length of the schedule
-    whose last ``steps`` steps are run."""
-    return int(steps / min(strength, 0.999)) if strength > 0 else 0
+        check_sampler(opts.hr_sampler_name, opts.scheduler, opts.like)
 
 
 def second_pass_options(opts: GenerateOptions) -> GenerateOptions:
-    """The second pass's sampler, steps (the whole schedule's) and prompts."""
-    steps = opts.hr_second_pass_steps or opts.steps
+    """The second pass's sampler, steps and prompts."""
     return dataclasses.replace(opts, sampler=opts.hr_sampler_name or opts.sampler,
-                               steps=fixed_img2img_steps(steps, opts.strength),
-                               prompt=opts.hr_prompt or opts.prompt,
+                               steps=opts.hr_second_pass_steps or opts.steps, prompt=opts.hr_prompt or opts.prompt,
                                negative_prompt=opts.hr_negative_prompt or opts.negative_prompt)
 
 
@@ -177,10 +170,8 @@ def hires_txt2img(parts: ModelParts, opts: GenerateOptions, *,
     latents = sample_latents(parts, opts, noise, conditioning(parts, opts), progress=progress)
     latents = upscale_latents(parts, latents, opts, target, seeds[-1])
     second = second_pass_options(opts)
-    steps = opts.hr_second_pass_steps or opts.steps
-    if second.steps >= 1:  # strength 0: nothing is re-run
-        h, w = (s * parts.latent_factor for s in latents.shape[2:])
-        noise, _ = seeded_noise(parts, opts, h, w)
-        latents = sample_latents(parts, second, noise, conditioning(parts, second), init_latents=latents,
-                                 last_steps=steps, progress=progress)
+    h, w = (s * parts.latent_factor for s in latents.shape[2:])
+    noise, _ = seeded_noise(parts, opts, h, w)
+    latents = sample_latents(parts, second, noise, conditioning(parts, second), init_latents=latents,
+                             hires_steps=second.steps, progress=progress)
     return decode(parts, latents), seeds

@@ -17,6 +17,7 @@ are missing from the dict: A1111 reads a missing ``Clip skip`` as 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -26,8 +27,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import infotext_names
 from nanoldm.pipelines.hires import upscaler_name
-from nanoldm.samplers import get_sampler
 
 __all__ = ["format_infotext", "generation_params", "seed_params", "hires_params", "parse_infotext", "save_png",
            "read_png_infotext", "model_hash", "PNG_KEY"]
@@ -67,13 +68,16 @@ def _number(value):
 def generation_params(*, steps: int, sampler: str, cfg_scale: float, seed: int, width: int, height: int,
                       model_hash: str | None = None, model: str | None = None,
                       denoising_strength: float | None = None, clip_skip: int = 1,
-                      seed_extras: dict | None = None, extra: dict | None = None) -> dict:
+                      seed_extras: dict | None = None, extra: dict | None = None,
+                      schedule_type: str | None = None) -> dict:
     """The usual parameters under A1111's names and in its order (``create_infotext``); ``Clip skip`` only when
-    not 1; ``seed_extras``: :func:`seed_params`' keys, each put where A1111 puts it."""
+    not 1, ``Schedule type`` only when given; ``seed_extras``: :func:`seed_params`' keys, each put where A1111
+    puts it."""
     seed_extras = seed_extras or {}
     params = {
         "Steps": steps,
         "Sampler": sampler,
+        "Schedule type": schedule_type,
         "CFG scale": _number(cfg_scale),
         "Seed": seed,
         "Size": f"{width}x{height}",
@@ -93,9 +97,13 @@ ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DPM++ 2S a", "DPM fast", "DPM a
                            "DPM++ 2S a Karras", "DDPM"})
 
 
-def uses_ensd(sampler: str, eta: float) -> bool:
-    """A1111's ``is_sampler_using_eta_noise_seed_delta``: does ENSD change this sampler's image?"""
-    name = get_sampler(sampler).name
+def _sampler_name(opts: GenerateOptions, sampler: str) -> str:
+    """The infotext's name of ``sampler`` under ``opts``' conventions ("DPM++ 2M Karras" -> "DPM++ 2M")."""
+    return infotext_names(dataclasses.replace(opts, sampler=sampler))[0]
+
+
+def uses_ensd(name: str, eta: float) -> bool:
+    """A1111's ``is_sampler_using_eta_noise_seed_delta``: does ENSD change the image of the sampler so named?"""
     return name in ENSD_SAMPLERS or (name == "DDIM" and eta > 0)
 
 
@@ -110,7 +118,8 @@ def seed_params(opts: GenerateOptions, subseed: int | None) -> dict:
         "Variation seed": subseed if on else None,
         "Variation seed strength": _number(opts.subseed_strength) if on else None,
         "Seed resize from": f"{opts.seed_resize_from_w}x{opts.seed_resize_from_h}" if resized else None,
-        "ENSD": opts.ensd if opts.ensd and any(uses_ensd(s, opts.eta) for s in samplers) else None,
+        "ENSD": opts.ensd if opts.ensd and any(uses_ensd(_sampler_name(opts, s), opts.eta) for s in samplers)
+        else None,
     }
 
 
@@ -120,8 +129,8 @@ def hires_params(opts: GenerateOptions) -> dict:
     if not opts.enable_hr:
         return {}
     params = {}
-    if opts.hr_sampler_name and get_sampler(opts.hr_sampler_name).name != get_sampler(opts.sampler).name:
-        params["Hires sampler"] = get_sampler(opts.hr_sampler_name).name
+    if opts.hr_sampler_name and _sampler_name(opts, opts.hr_sampler_name) != _sampler_name(opts, opts.sampler):
+        params["Hires sampler"] = _sampler_name(opts, opts.hr_sampler_name)
     if opts.hr_prompt and opts.hr_prompt != opts.prompt:
         params["Hires prompt"] = opts.hr_prompt
     if opts.hr_negative_prompt and opts.hr_negative_prompt != opts.negative_prompt:

@@ -20,6 +20,7 @@ from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.hires import hires_txt2img, validate_hires
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
@@ -27,7 +28,6 @@ from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.rng import batch_seeds, resolve_seed
-from nanoldm.samplers import get_sampler
 
 
 class Pipeline:
@@ -124,16 +124,17 @@ class Pipeline:
         opts.validate(self.latent_factor)  # every bad setting fails here, before any work
         if image is not None and opts.enable_hr:
             raise ValueError("Hires. fix is for txt2img: turn it off for img2img and inpainting")
-        validate_hires(opts, self.latent_factor, get_sampler)
+        validate_hires(opts, self.latent_factor)
         return opts
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
                 strength: float | None) -> list[Image.Image]:
-        out = tensor_to_pil(images)
+        out = tensor_to_pil(images, PIXEL_ROUNDING[opts.like])
+        sampler, schedule_type = infotext_names(opts)
         _, subseeds = batch_seeds(opts.seed, len(seeds), opts.subseed, opts.subseed_strength)
         for i, (im, seed) in enumerate(zip(out, seeds)):
             params = generation_params(
-                steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
+                steps=opts.steps, sampler=sampler, schedule_type=schedule_type, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import plan
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.rng import ImageNoise, batch_seeds
-from nanoldm.samplers import get_sampler
 from nanoldm.text.encode import encode_prompt_pair
 
 
@@ -70,32 +70,30 @@ def seeded_noise(parts: ModelParts, opts: GenerateOptions, height: int, width: i
 
 def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
                    init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-                   last_steps: int | None = None, progress: bool = False) -> torch.Tensor:
+                   hires_steps: int | None = None, progress: bool = False) -> torch.Tensor:
     """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
     the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
-    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``); with ``last_steps``
-    instead of ``opts.strength``, exactly the last ``last_steps`` steps of the ``opts.steps`` schedule are run
-    (A1111's img2img with fixed steps, as its Hires. fix runs it: ``pipelines/hires.py``).
+    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``); with ``hires_steps``
+    (like="a1111"), exactly that many steps of a schedule stretched by ``opts.strength`` are run (A1111's img2img
+    with fixed steps, as its Hires. fix runs it: ``pipelines/hires.py``).
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
-    spec = get_sampler(opts.sampler)
-    sigmas = spec.sigmas(parts.schedule, opts.steps)
+    # sigmas, starting level and sampler, under the conventions of opts.like
+    sampling = plan(parts.schedule, opts, noise, img2img=init_latents is not None, hires_steps=hires_steps)
     if init_latents is None:
-        x = noise() * spec.init_noise_sigma(sigmas)
+        x = noise() * sampling.start_sigma
     else:
-        sigmas = spec.img2img_sigmas(sigmas, opts.strength) if last_steps is None else sigmas[-(last_steps + 1):]
-        if len(sigmas) < 2:  # strength 0: nothing to re-run
+        if len(sampling.sigmas) < 2:  # strength 0: nothing to re-run
             return init_latents
         start_noise = noise()
-        x = init_latents + start_noise * sigmas[0]
-    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=spec.quantize)
+        x = init_latents + start_noise * sampling.start_sigma
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=sampling.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
-    with frozen_weights(), tqdm(total=len(sigmas) - 1, desc=spec.name, unit="step", disable=not progress,
-                               leave=False) as bar:
-        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
-                           callback=lambda i, x, denoised: bar.update())
+    with frozen_weights(), tqdm(total=len(sampling.sigmas) - 1, desc=sampling.name, unit="step",
+                               disable=not progress, leave=False) as bar:
+        return sampling.run(denoiser, x, cond, lambda i, x, denoised: bar.update())
 
 
 def decode(parts: ModelParts, latents: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from nanoldm.pipelines.infotext import hires_params, seed_params
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.sampling import conditioning
 from nanoldm.pipelines.txt2img import txt2img
-from nanoldm.samplers import get_sampler
+from nanoldm.pipelines.conventions import plan
 from tests import a1111_reference as a1111
 from tests.conftest import TINY
 
@@ -37,14 +37,20 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def reference_denoiser(parts, opts: GenerateOptions, sampler: str):
-    """A1111's CFG denoiser over our UNet: the model, not the algorithm under test."""
+    """A1111's CFG denoiser over our UNet (``CompVisDenoiser``, no quantization): the model, not the algorithm
+    under test."""
     cond = conditioning(parts, opts)
-    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=get_sampler(sampler).quantize)
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=False)
     return lambda x, sigma: denoiser(x, sigma, cond)
 
 
 def get_sigmas(parts):
-    return lambda name, steps: get_sampler(name).sigmas(parts.schedule, steps)
+    """A1111's txt2img schedule of a sampler (``KDiffusionSampler.get_sigmas``; tested against k-diffusion in
+    tests/samplers/): the whole schedule, which the references slice themselves."""
+    def sigmas(name, steps):
+        opts = dataclasses.replace(BASE, sampler=name, steps=steps)
+        return plan(parts.schedule, opts, parts.noise([0], SIZE, SIZE)).sigmas
+    return sigmas
 
 
 BASE = GenerateOptions(prompt="a red circle", negative_prompt="blue", steps=3, cfg_scale=5.0, seed=42, subseed=7,
