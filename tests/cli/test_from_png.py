@@ -85,8 +85,8 @@ def test_given_flags_override_the_infotext(model_file, tmp_path):
     assert main(["txt2img", "a blue square", "--infotext", text, "--steps", "2", "--seed", "4", "--model",
                  model_file, "--out", str(tmp_path)]) == 0
     (png,) = tmp_path.glob("*.png")
-    assert _text(png) == "a blue square\nSteps: 2, Sampler: Euler, CFG scale: 6, Seed: 4, Size: 16x16, " \
-                         "Model hash: " + _text(png).split("Model hash: ")[1]
+    assert _text(png) == "a blue square\nSteps: 2, Sampler: Euler, Schedule type: Automatic, CFG scale: 6, Seed: 4, " \
+                         "Size: 16x16, Model hash: " + _text(png).split("Model hash: ")[1]
 
 
 def _fails(argv, capsys) -> str:
