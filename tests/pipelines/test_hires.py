@@ -3,6 +3,7 @@
 on a tiny random model, >= 60 dB."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,9 @@ from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.hires import hires_target, hires_txt2img, upscaler_name
 from nanoldm.pipelines.infotext import hires_params, seed_params
+from nanoldm.pipelines.from_infotext import InfotextWarning
 from nanoldm.pipelines.parts import ModelParts
+from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import conditioning
 from nanoldm.pipelines.txt2img import txt2img
 from nanoldm.pipelines.conventions import plan
@@ -22,9 +25,13 @@ SIZE = 16
 
 
 @pytest.fixture(scope="module")
-def parts(tokenizer):
+def model(tokenizer):
     torch.manual_seed(0)
-    model = LatentDiffusion.from_config(dataclasses.replace(TINY, image_size=SIZE), tokenizer=tokenizer).eval()
+    return LatentDiffusion.from_config(dataclasses.replace(TINY, image_size=SIZE), tokenizer=tokenizer).eval()
+
+
+@pytest.fixture(scope="module")
+def parts(model):
     parts = ModelParts.from_model(model)
     assert parts.latent_factor == a1111.OPT_F
     return parts
@@ -149,3 +156,16 @@ def test_infotext_keys_are_a1111s():
     assert seed_params(dataclasses.replace(opts, sampler="DDIM", eta=0.5, enable_hr=False), 8)["ENSD"] == 31337
     assert seed_params(BASE, 8) == dict.fromkeys(("Variation seed", "Variation seed strength", "Seed resize from",
                                                   "ENSD"))
+
+
+def test_python_regenerates_from_an_image_and_warns_what_it_cannot_honour(model):
+    pipe = Pipeline(model)
+    first = pipe.txt2img("a red circle", steps=2, seed=3, subseed=4, subseed_strength=0.5, enable_hr=True,
+                         hr_upscaler="Nearest", progress=False)[0]
+    again = pipe.txt2img_from_infotext(first, progress=False)[0]
+    assert np.array_equal(np.asarray(again), np.asarray(first)) and again.size == (2 * SIZE, 2 * SIZE)
+    assert again.info["parameters"] == first.info["parameters"]
+    other = pipe.txt2img_from_infotext(first.info["parameters"], seed=4, progress=False)[0]
+    assert "Seed: 4," in other.info["parameters"]
+    with pytest.warns(InfotextWarning, match=r"infotext keys nanoldm does not use \(kept, ignored\): Foo: 1"):
+        pipe.txt2img_from_infotext(first.info["parameters"] + ", Foo: 1", steps=1, progress=False)
