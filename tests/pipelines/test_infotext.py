@@ -121,6 +121,7 @@ import pytest  # noqa: E402
 
 from nanoldm.options import GenerateOptions  # noqa: E402
 from nanoldm.pipelines.from_infotext import infotext_of, read_infotext  # noqa: E402
+from nanoldm.pipelines.infotext import hires_params, seed_params  # noqa: E402
 
 # the shape of an A1111 1.10 txt2img infotext with every extra this branch reads (values invented)
 A1111_110 = (
@@ -175,7 +176,6 @@ def test_unknown_keys_are_kept_and_warned():
 
 
 def test_our_own_infotext_reads_back_to_the_options_that_wrote_it():
-    from nanoldm.pipelines.infotext import hires_params, seed_params
     opts = GenerateOptions(prompt="a (red:1.1) circle\nsecond line", negative_prompt="blue: dark", sampler="Euler",
                            steps=7, cfg_scale=5.5, seed=3, width=48, height=32, clip_skip=2, subseed=9,
                            subseed_strength=0.5, seed_resize_from_w=40, seed_resize_from_h=24, ensd=0,
