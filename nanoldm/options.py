@@ -9,10 +9,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from nanoldm.samplers import get_sampler
+from nanoldm.samplers import SAMPLER_NAMES, get_sampler
+from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES, find_a1111_sampler
+from nanoldm.samplers.schedules import schedule_key
 
 DEFAULT_SAMPLER = "Euler a"
 IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
+LIKES = ("a1111", "diffusers")  # whose conventions a generation follows (pipelines/conventions.py)
 INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
 # how img2img / inpainting fit the input image to the target size: A1111's resize modes 0, 1 and 2
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill")
@@ -36,13 +39,32 @@ class GenerateOptions:
     eta: float = 0.0  # DDIM's stochasticity
     resize_mode: str = RESIZE_MODES[0]  # img2img / inpaint: how the input image becomes width x height
     force_size: bool = False  # allow sizes over 4x the model's native size (slow, and it draws noise there)
+    # A1111's seed extras (its API's names; rng.py): a variation seed, and the size a seed's noise is drawn at
+    subseed: int | None = None  # None or -1: random; used only when subseed_strength > 0
+    subseed_strength: float = 0.0  # 0: the seed's noise, 1: the variation seed's
+    seed_resize_from_h: int = 0  # 0: off (both must be > 0)
+    seed_resize_from_w: int = 0
+    ensd: int = 0  # A1111's "Eta noise seed delta": the samplers' later noise is seeded seed + ensd
+    # A1111's Hires. fix (txt2img only; pipelines/hires.py): a second img2img pass at a larger size, re-running
+    # the last ``strength`` part of the schedule (A1111's "Denoising strength")
+    enable_hr: bool = False
+    hr_scale: float = 2.0  # used when hr_resize_x and hr_resize_y are both 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str | None = None  # None: "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_sampler_name: str | None = None  # None: the first pass's sampler
+    hr_prompt: str = ""  # "": the prompt
+    hr_negative_prompt: str = ""
+    scheduler: str = "Automatic"  # A1111's "Schedule type"; Automatic: the sampler's own
+    like: str = "a1111"  # whose conventions: "a1111" (1.10) or "diffusers" (see pipelines/conventions.py)
 
     def validate(self, latent_factor: int) -> None:
         """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative prompt must be strings")
-        get_sampler(self.sampler)  # an unknown name lists the valid ones
-        for name in ("cfg_scale", "strength", "eta"):
+        check_sampler(self.sampler, self.scheduler, self.like)  # an unknown name lists the valid ones
+        for name in ("cfg_scale", "strength", "eta", "subseed_strength", "hr_scale"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name.replace('_', ' ')} must be a finite number, got {getattr(self, name)}")
         if self.steps < 1:
@@ -57,10 +79,31 @@ class GenerateOptions:
             raise ValueError(f"eta must be at least 0, got {self.eta}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {self.resize_mode!r}; valid: {', '.join(RESIZE_MODES)}")
+        if not 0.0 <= self.subseed_strength <= 1.0:
+            raise ValueError(f"subseed strength (variation strength) must be in [0, 1], got {self.subseed_strength}")
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):
+            size = getattr(self, name)
+            if 0 < size < latent_factor:
+                raise ValueError(f"{name} {size} is smaller than the latent factor {latent_factor} (0: off)")
         for name in ("width", "height"):
             size = getattr(self, name)
             if size is not None and (size < latent_factor or size % latent_factor):
                 raise ValueError(f"{name} {size} is not a positive multiple of the latent factor {latent_factor}")
+
+
+def check_sampler(sampler: str, scheduler: str = "Automatic", like: str = "a1111") -> None:
+    """ValueError naming the valid values for an unknown conventions, schedule type or sampler name."""
+    if like not in LIKES:
+        raise ValueError(f"unknown conventions {like!r}; valid: {', '.join(LIKES)}")
+    schedule_key(scheduler)
+    if like == "a1111" and find_a1111_sampler(sampler, scheduler) is not None:
+        return
+    try:
+        get_sampler(sampler)
+    except ValueError:
+        names = dict.fromkeys((*A1111_SAMPLER_NAMES, *SAMPLER_NAMES) if like == "a1111" else SAMPLER_NAMES)
+        raise ValueError(f"unknown sampler {sampler!r}; valid names: {', '.join(map(repr, names))} (A1111's legacy "
+                         f"'<sampler> <schedule type>' names too, e.g. 'DPM++ 2M Karras')") from None
 
 
 def as_options(options: GenerateOptions | None = None, **fields) -> GenerateOptions:

@@ -9,7 +9,9 @@ from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, as_options
 @pytest.mark.parametrize("field,value,message", [
     ("prompt", None, "prompt and negative prompt must be strings"),
     ("negative_prompt", 3, "prompt and negative prompt must be strings"),
-    ("sampler", "Euler b", "unknown sampler 'Euler b'; valid names: 'DDPM'"),
+    ("sampler", "Euler b", "unknown sampler 'Euler b'; valid names: 'DPM\\+\\+ 2M'"),
+    ("scheduler", "Karas", "unknown schedule type 'Karas'; valid names: Automatic, Uniform, Karras"),
+    ("like", "comfy", "unknown conventions 'comfy'; valid: a1111, diffusers"),
     ("steps", 0, "steps must be at least 1, got 0"),
     ("batch_size", 0, "batch size must be at least 1, got 0"),
     ("strength", 1.5, r"strength must be in \[0, 1\], got 1.5"),

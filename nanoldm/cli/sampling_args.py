@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from nanoldm.options import RESIZE_MODES, GenerateOptions
+from nanoldm.options import LIKES, RESIZE_MODES, GenerateOptions
 
 DEFAULTS = GenerateOptions()
 _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, for generate_options
@@ -18,14 +18,22 @@ _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, f
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEFAULTS.seed,
                            cfg_scale: float = DEFAULTS.cfg_scale, batch_size: int | None = DEFAULTS.batch_size,
-                           strength: float | None = None, image: bool = False) -> None:
-    """--sampler, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
+                           strength: float | None = None, image: bool = False, hires: bool = False) -> None:
+    """--sampler, --scheduler, --like, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
     --batch-size means something else); --strength when ``strength`` is given (img2img, inpaint); with ``image``
-    the rest of a prompt-to-image call: --negative-prompt, --width, --height, --clip-skip, --eta."""
+    the rest of a prompt-to-image call: --negative-prompt, --width, --height, --clip-skip, --eta, and A1111's seed
+    extras (--subseed, --subseed-strength, --seed-resize-from-w/-h, --ensd); with ``hires`` (txt2img) A1111's
+    Hires. fix (--hires, --hires-scale, ..., --denoising-strength)."""
     g = p.add_argument_group("sampling")
-    fields = ["sampler", "steps", "cfg_scale", "seed"]
+    fields = ["sampler", "scheduler", "like", "steps", "cfg_scale", "seed"]
     g.add_argument("--sampler", default=DEFAULTS.sampler,
                    help='e.g. "Euler a", "DPM++ 2M Karras", ddim, euler (default: %(default)s)')
+    g.add_argument("--scheduler", default=DEFAULTS.scheduler,
+                   help='A1111 "Schedule type": Automatic (the sampler\'s own), Uniform, Karras, Exponential, '
+                        'Polyexponential, SGM Uniform, KL Optimal, Align Your Steps, Simple, Normal, DDIM, Beta '
+                        '(default: %(default)s)')
+    g.add_argument("--like", default=DEFAULTS.like, choices=LIKES,
+                   help="whose conventions: a1111 (1.10) or diffusers (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps (default: %(default)s)")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale,
                    help="classifier-free guidance scale (default: %(default)s)")
@@ -49,7 +57,53 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
         g.add_argument("--clip-skip", type=int, default=DEFAULTS.clip_skip, help="default: %(default)s")
         g.add_argument("--eta", type=float, default=DEFAULTS.eta, help="DDIM eta (default: %(default)s)")
         fields += ["negative_prompt", "width", "height", "force_size", "clip_skip", "eta"]
+        fields += _add_seed_extras(p)
+    if hires:
+        fields += _add_hires(p)
     p.set_defaults(**{_DECLARED: tuple(fields)})
+
+
+def _add_seed_extras(p: argparse.ArgumentParser) -> list[str]:
+    """A1111's variation seed, resize seed from and eta noise seed delta (``nanoldm.rng``)."""
+    g = p.add_argument_group("variation seed (A1111's seed extras)")
+    g.add_argument("--subseed", type=int, default=DEFAULTS.subseed,
+                   help="variation seed; image i uses subseed + i; -1: random (default: random)")
+    g.add_argument("--subseed-strength", type=float, default=DEFAULTS.subseed_strength,
+                   help="variation strength in [0, 1]: 0 the seed's noise, 1 the variation seed's (default: %(default)s)")
+    g.add_argument("--seed-resize-from-w", type=int, default=DEFAULTS.seed_resize_from_w, metavar="W",
+                   help="draw the seed's noise as for an image this wide (with -h; default: off)")
+    g.add_argument("--seed-resize-from-h", type=int, default=DEFAULTS.seed_resize_from_h, metavar="H",
+                   help="draw the seed's noise as for an image this high (with -w; default: off)")
+    g.add_argument("--ensd", type=int, default=DEFAULTS.ensd,
+                   help="eta noise seed delta: the samplers' later noise is seeded seed + ENSD (default: %(default)s)")
+    return ["subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "ensd"]
+
+
+def _add_hires(p: argparse.ArgumentParser) -> list[str]:
+    """A1111's Hires. fix (``nanoldm.pipelines.hires``), its API field names as destinations."""
+    g = p.add_argument_group("Hires. fix (A1111's second pass at a larger size)")
+    g.add_argument("--hires", dest="enable_hr", action="store_true", help="turn Hires. fix on")
+    g.add_argument("--hires-scale", dest="hr_scale", type=float, default=DEFAULTS.hr_scale,
+                   help="upscale by this factor (default: %(default)s)")
+    g.add_argument("--hires-resize-x", dest="hr_resize_x", type=int, default=DEFAULTS.hr_resize_x, metavar="W",
+                   help="resize width instead of a factor (0: from the height; default: %(default)s)")
+    g.add_argument("--hires-resize-y", dest="hr_resize_y", type=int, default=DEFAULTS.hr_resize_y, metavar="H",
+                   help="resize height instead of a factor (0: from the width; default: %(default)s)")
+    g.add_argument("--hires-upscaler", dest="hr_upscaler", default=DEFAULTS.hr_upscaler,
+                   help='"Latent" (default), "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic '
+                        'antialiased)", "Latent (nearest)", "Latent (nearest-exact)", "Lanczos" or "Nearest"')
+    g.add_argument("--hires-steps", dest="hr_second_pass_steps", type=int, default=DEFAULTS.hr_second_pass_steps,
+                   help="second-pass steps (0: the same as --steps; default: %(default)s)")
+    g.add_argument("--hires-sampler", dest="hr_sampler_name", default=DEFAULTS.hr_sampler_name,
+                   help="second-pass sampler (default: the same as --sampler)")
+    g.add_argument("--hires-prompt", dest="hr_prompt", default=DEFAULTS.hr_prompt,
+                   help="second-pass prompt (default: the prompt)")
+    g.add_argument("--hires-negative-prompt", dest="hr_negative_prompt", default=DEFAULTS.hr_negative_prompt,
+                   help="second-pass negative prompt (default: the negative prompt)")
+    g.add_argument("--denoising-strength", dest="strength", type=float, default=DEFAULTS.strength,
+                   help="how much of the second pass's schedule is re-run, in [0, 1] (default: %(default)s)")
+    return ["enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler", "hr_second_pass_steps",
+            "hr_sampler_name", "hr_prompt", "hr_negative_prompt", "strength"]
 
 
 def generate_options(args: argparse.Namespace, **fields) -> GenerateOptions:

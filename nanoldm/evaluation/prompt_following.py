@@ -26,6 +26,7 @@ from nanoldm.data.shapes import ShapesWorld, Split
 from nanoldm.data.vocabulary import GENERIC_NOUN
 from nanoldm.evaluation.shapes_judge import score, style_of
 from nanoldm.options import GenerateOptions, as_options
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import sample_contexts
@@ -83,7 +84,7 @@ def generate_batch(pipe: Pipeline, prompts: list[str], seeds: list[int], options
     with torch.no_grad():
         cond, uncond = encode_prompt_pair(parts.text_encoder, parts.tokenizer, prompts,
                                           [opts.negative_prompt] * len(prompts), clip_skip=opts.clip_skip)
-    return tensor_to_pil(sample_contexts(parts, opts, cond, uncond, seeds))
+    return tensor_to_pil(sample_contexts(parts, opts, cond, uncond, seeds), PIXEL_ROUNDING[opts.like])
 
 
 def evaluate(pipe: Pipeline, prompts: list[EvalPrompt], *, seed: int = 0, batch_size: int = 32, progress: bool = True,

@@ -22,12 +22,12 @@ from PIL import Image
 from nanoldm.conditioning import ClassEmbedding, LayoutEncoder
 from nanoldm.data.vocabulary import class_id
 from nanoldm.options import GenerateOptions, as_options
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.infotext import format_infotext, generation_params
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.rng import resolve_seed
-from nanoldm.samplers import get_sampler
 
 # Where class / layout sampling differs from GenerateOptions' defaults, on purpose: a fixed seed (0, not random)
 # because a condition is a test of the model, to be reproduced; CFG 5, the scale the training previews
@@ -91,10 +91,10 @@ def sample_condition(pipe: Pipeline, condition: torch.nn.Module, text: str, opti
     condition = condition.to(parts.device).eval()
     context, uncond = condition_contexts(condition, text, opts.batch_size)
     seeds = [opts.seed + i for i in range(opts.batch_size)]
-    images = tensor_to_pil(sample_contexts(parts, opts, context, uncond, seeds))
+    images = tensor_to_pil(sample_contexts(parts, opts, context, uncond, seeds), PIXEL_ROUNDING[opts.like])
     kind = "class" if isinstance(condition, ClassEmbedding) else "layout"
     for image, s in zip(images, seeds):
-        params = generation_params(steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale,
+        params = generation_params(steps=opts.steps, sampler=infotext_names(opts)[0], cfg_scale=opts.cfg_scale,
                                    seed=s, width=image.width, height=image.height, extra={"Condition": kind})
         image.info["parameters"], image.info["seed"] = format_infotext(text, "", params), s
     return images

@@ -71,8 +71,15 @@ def fit_image(im: Image.Image, size: tuple[int, int], mode: str = "just resize")
     return out
 
 
-def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
-    """Shapes: (B, 3, H, W) in [-1, 1] -> B RGB images (rounded to the nearest 8-bit value)."""
+def tensor_to_pil(x: torch.Tensor, rounding: str = "round") -> list[Image.Image]:
+    """Shapes: (B, 3, H, W) in [-1, 1] -> B RGB images. ``rounding``: "round" to the nearest 8-bit value
+    (diffusers: ``(x / 2 + 0.5) * 255`` rounded) or "truncate" (A1111: ``(255 * ((x + 1) / 2)).astype(uint8)``)."""
+    if rounding == "truncate":
+        x = ((x.detach().float().cpu() + 1.0) / 2.0).clamp(0, 1)
+        arr = (255.0 * x.permute(0, 2, 3, 1).numpy()).astype(np.uint8)
+        return [Image.fromarray(a) for a in arr]
+    if rounding != "round":
+        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
     x = (x.detach().float().cpu() / 2 + 0.5).clamp(0, 1)
     arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in arr]

@@ -8,7 +8,7 @@ from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor
-from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
+from nanoldm.pipelines.sampling import conditioning, decode, sample_latents, seeded_noise
 from nanoldm.rng import ImageNoise
 
 
@@ -26,8 +26,7 @@ def img2img(parts: ModelParts, images: torch.Tensor, opts: GenerateOptions, *,
             progress: bool = False, monitor: SamplingMonitor | None = None) -> tuple[torch.Tensor, list[int]]:
     """Shapes: images (1 or B, 3, H, W) in [-1, 1] -> images (B, 3, H, W), B seeds."""
     parts.require_plain("img2img")
-    seeds = [opts.seed + i for i in range(opts.batch_size)]
-    noise = parts.noise(seeds, images.shape[2], images.shape[3])
+    noise, seeds = seeded_noise(parts, opts, images.shape[2], images.shape[3])
     init = encode_images(parts, images, noise)
     latents = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init, progress=progress,
                              monitor=monitor)

@@ -17,6 +17,7 @@ are missing from the dict: A1111 reads a missing ``Clip skip`` as 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -25,8 +26,12 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-__all__ = ["format_infotext", "generation_params", "parse_infotext", "save_png", "read_png_infotext",
-           "model_hash", "PNG_KEY"]
+from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import infotext_names
+from nanoldm.pipelines.hires import upscaler_name
+
+__all__ = ["format_infotext", "generation_params", "seed_params", "hires_params", "parse_infotext", "save_png",
+           "read_png_infotext", "model_hash", "PNG_KEY"]
 
 PNG_KEY = "parameters"
 NEGATIVE_PREFIX = "Negative prompt:"
@@ -63,20 +68,82 @@ def _number(value):
 def generation_params(*, steps: int, sampler: str, cfg_scale: float, seed: int, width: int, height: int,
                       model_hash: str | None = None, model: str | None = None,
                       denoising_strength: float | None = None, clip_skip: int = 1,
-                      extra: dict | None = None) -> dict:
-    """The usual parameters under A1111's names and in its order; ``Clip skip`` only when not 1."""
+                      seed_extras: dict | None = None, extra: dict | None = None,
+                      schedule_type: str | None = None) -> dict:
+    """The usual parameters under A1111's names and in its order (``create_infotext``); ``Clip skip`` only when
+    not 1, ``Schedule type`` only when given; ``seed_extras``: :func:`seed_params`' keys, each put where A1111
+    puts it."""
+    seed_extras = seed_extras or {}
     params = {
         "Steps": steps,
         "Sampler": sampler,
+        "Schedule type": schedule_type,
         "CFG scale": _number(cfg_scale),
         "Seed": seed,
         "Size": f"{width}x{height}",
         "Model hash": model_hash,
         "Model": model,
+        **{key: seed_extras.get(key) for key in ("Variation seed", "Variation seed strength", "Seed resize from")},
         "Denoising strength": None if denoising_strength is None else _number(denoising_strength),
         "Clip skip": None if clip_skip <= 1 else clip_skip,
+        "ENSD": seed_extras.get("ENSD"),
     }
     return {**params, **(extra or {})}
+
+
+# A1111's samplers whose later noise ENSD re-seeds (their "uses_ensd" option; DDIM's only with eta > 0). DDPM is
+# not A1111's, but its noise moves with ENSD too.
+ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DPM++ 2S a", "DPM fast", "DPM adaptive", "DPM2 a Karras",
+                           "DPM++ 2S a Karras", "DDPM"})
+
+
+def _sampler_name(opts: GenerateOptions, sampler: str) -> str:
+    """The infotext's name of ``sampler`` under ``opts``' conventions ("DPM++ 2M Karras" -> "DPM++ 2M")."""
+    return infotext_names(dataclasses.replace(opts, sampler=sampler))[0]
+
+
+def uses_ensd(name: str, eta: float) -> bool:
+    """A1111's ``is_sampler_using_eta_noise_seed_delta``: does ENSD change the image of the sampler so named?"""
+    return name in ENSD_SAMPLERS or (name == "DDIM" and eta > 0)
+
+
+def seed_params(opts: GenerateOptions, subseed: int | None) -> dict:
+    """Variation seed (this image's ``subseed``), its strength, the seed-resize size and ENSD, as A1111 writes them:
+    each only when it is on; ENSD only when a pass's sampler uses it (A1111 looks at the first pass's only; the
+    Hires. fix sampler counts here too, so that reading the infotext back gives the same image)."""
+    samplers = [opts.sampler] + ([opts.hr_sampler_name] if opts.enable_hr and opts.hr_sampler_name else [])
+    on = opts.subseed_strength != 0
+    resized = opts.seed_resize_from_w > 0 and opts.seed_resize_from_h > 0
+    return {
+        "Variation seed": subseed if on else None,
+        "Variation seed strength": _number(opts.subseed_strength) if on else None,
+        "Seed resize from": f"{opts.seed_resize_from_w}x{opts.seed_resize_from_h}" if resized else None,
+        "ENSD": opts.ensd if opts.ensd and any(uses_ensd(_sampler_name(opts, s), opts.eta) for s in samplers)
+        else None,
+    }
+
+
+def hires_params(opts: GenerateOptions) -> dict:
+    """The Hires. fix keys A1111 adds (``StableDiffusionProcessingTxt2Img.init``), in its order; none when off.
+    ("Denoising strength" is written in its usual place by :func:`generation_params`.)"""
+    if not opts.enable_hr:
+        return {}
+    params = {}
+    if opts.hr_sampler_name and _sampler_name(opts, opts.hr_sampler_name) != _sampler_name(opts, opts.sampler):
+        params["Hires sampler"] = _sampler_name(opts, opts.hr_sampler_name)
+    if opts.hr_prompt and opts.hr_prompt != opts.prompt:
+        params["Hires prompt"] = opts.hr_prompt
+    if opts.hr_negative_prompt and opts.hr_negative_prompt != opts.negative_prompt:
+        params["Hires negative prompt"] = opts.hr_negative_prompt
+    if opts.hr_resize_x == 0 and opts.hr_resize_y == 0:
+        params["Hires upscale"] = _number(float(opts.hr_scale))
+    else:
+        params["Hires resize"] = f"{opts.hr_resize_x}x{opts.hr_resize_y}"
+    if opts.hr_second_pass_steps:
+        params["Hires steps"] = opts.hr_second_pass_steps
+    if opts.hr_upscaler is not None:
+        params["Hires upscaler"] = upscaler_name(opts.hr_upscaler)
+    return params
 
 
 # ---- reading ----

@@ -19,7 +19,7 @@ from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor
-from nanoldm.pipelines.sampling import conditioning, decode, sample_latents
+from nanoldm.pipelines.sampling import conditioning, decode, sample_latents, seeded_noise
 
 
 def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: GenerateOptions, *,
@@ -37,8 +37,7 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
         warnings.warn("the mask is empty (all black): nothing will be repainted and the image comes back as it was "
                       "(white marks what to repaint)", stacklevel=3)
     images, mask = images.to(parts.device, parts.dtype), mask.to(parts.device, parts.dtype)
-    seeds = [opts.seed + i for i in range(B)]
-    noise = parts.noise(seeds, images.shape[2], images.shape[3])
+    noise, seeds = seeded_noise(parts, opts, images.shape[2], images.shape[3])
     small_mask = latent_mask(mask, parts.latent_size(images.shape[2], images.shape[3])).to(mask)
     if parts.inpainting:
         with frozen_weights():

@@ -69,11 +69,11 @@ class ModelParts:
         """Pixels -> latent cells. Shapes: (H, W) -> (h, w)."""
         return height // self.latent_factor, width // self.latent_factor
 
-    def noise(self, seeds: list[int], height: int, width: int) -> ImageNoise:
-        """Seeded starting noise for images of ``height`` x ``width`` pixels, one generator per seed (``rng``).
-        Shapes: noise() -> (len(seeds), latent_channels, h, w)."""
+    def noise(self, seeds: list[int], height: int, width: int, **extras) -> ImageNoise:
+        """Seeded starting noise for images of ``height`` x ``width`` pixels, one generator per seed (``rng``);
+        ``extras``: ImageNoise's A1111 seed extras (subseeds, ...). Shapes: noise() -> (len(seeds), C, h, w)."""
         return ImageNoise(seeds, (self.latent_channels, *self.latent_size(height, width)), device=self.device,
-                          dtype=self.dtype)
+                          dtype=self.dtype, **extras)
 
     def require_plain(self, what: str) -> None:
         """ValueError for a UNet with extra input channels, which ``what`` cannot feed."""

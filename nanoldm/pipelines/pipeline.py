@@ -18,15 +18,17 @@ from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
+from nanoldm.pipelines.hires import hires_txt2img, validate_hires
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
 from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
-from nanoldm.pipelines.infotext import format_infotext, generation_params, model_hash
+from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
 from nanoldm.pipelines.inpaint import inpaint
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.pipelines.txt2img import txt2img
-from nanoldm.rng import resolve_seed
-from nanoldm.samplers import get_sampler
+from nanoldm.rng import batch_seeds, resolve_seed
 
 
 class Pipeline:
@@ -58,6 +60,16 @@ class Pipeline:
         opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, **options)
         return self.generate(opts, progress=progress)
 
+    def txt2img_from_infotext(self, source: str | Path | Image.Image, *, progress: bool = True,
+                              **overrides) -> list[Image.Image]:
+        """Make an image again from its A1111 infotext: ``source`` is the text, a PNG path or a PIL image
+        carrying ``parameters``; ``overrides``: GenerateOptions fields that win over the infotext's. What the
+        infotext holds that cannot be honoured (another model's hash, unknown keys) is an ``InfotextWarning``."""
+        settings = read_infotext(infotext_of(source))
+        for line in settings.warnings(self._model_hash()):
+            warnings.warn(line, InfotextWarning, stacklevel=2)
+        return self.generate(dataclasses.replace(settings.options, **overrides), progress=progress)
+
     def img2img(self, image: Image.Image, prompt: str, negative_prompt: str = "", *, strength: float = IMG2IMG_STRENGTH,
                 progress: bool = True, **options) -> list[Image.Image]:
         opts = GenerateOptions(prompt=prompt, negative_prompt=negative_prompt, strength=strength, **options)
@@ -86,7 +98,9 @@ class Pipeline:
         size, parts = (opts.width, opts.height), self.parts()
         with self.hypernetworks.prompt_applied(opts.prompt) as text:
             run = dataclasses.replace(opts, prompt=text)
-            if image is None:
+            if image is None and opts.enable_hr:
+                images, seeds = hires_txt2img(parts, run, progress=progress, monitor=monitor)
+            elif image is None:
                 images, seeds = txt2img(parts, run, progress=progress, monitor=monitor)
             elif mask is None:
                 images, seeds = img2img(parts, pil_to_tensor([image], size, opts.resize_mode), run,
@@ -95,7 +109,8 @@ class Pipeline:
                 images, seeds = inpaint(parts, pil_to_tensor([image], size, opts.resize_mode),
                                         mask_to_tensor(mask, size, opts.resize_mode), run, progress=progress,
                                         overlay=overlay, monitor=monitor)
-        return self._finish(images, seeds, opts, None if image is None else opts.strength)
+        hires = image is None and opts.enable_hr
+        return self._finish(images, seeds, opts, opts.strength if image is not None or hires else None)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
         """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any
@@ -111,9 +126,13 @@ class Pipeline:
         """Fill in seed and size (the image's, else the model's native size) and check every setting."""
         native = self.model.config.image_size  # an input image is fitted to the size (opts.resize_mode), as in A1111
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
+                                   subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed,
                                    width=native if opts.width is None else opts.width,
                                    height=native if opts.height is None else opts.height)
         opts.validate(self.latent_factor)  # every bad setting fails here, before any work
+        if image is not None and opts.enable_hr:
+            raise ValueError("Hires. fix is for txt2img: turn it off for img2img and inpainting")
+        validate_hires(opts, self.latent_factor)
         size = f"{opts.width}x{opts.height}"
         if max(opts.width, opts.height) > 4 * native and not opts.force_size:
             raise ValueError(f"{size} is over 4x this model's native size {native}x{native}: it would be slow and "
@@ -125,14 +144,17 @@ class Pipeline:
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
                 strength: float | None) -> list[Image.Image]:
-        out = tensor_to_pil(images)
-        for im, seed in zip(out, seeds):
+        out = tensor_to_pil(images, PIXEL_ROUNDING[opts.like])
+        sampler, schedule_type = infotext_names(opts)
+        _, subseeds = batch_seeds(opts.seed, len(seeds), opts.subseed, opts.subseed_strength)
+        for i, (im, seed) in enumerate(zip(out, seeds)):
             params = generation_params(
-                steps=opts.steps, sampler=get_sampler(opts.sampler).name, cfg_scale=opts.cfg_scale, seed=seed,
+                steps=opts.steps, sampler=sampler, schedule_type=schedule_type, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
-                clip_skip=opts.clip_skip,
-                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext()})
+                clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
+                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext(),
+                       **hires_params(opts)})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

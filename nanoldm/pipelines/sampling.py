@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 from nanoldm.diffusion.denoiser import Conditioning, Denoiser
 from nanoldm.layers.frozen import frozen_weights
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import plan
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor, StopSampling
-from nanoldm.rng import ImageNoise
-from nanoldm.samplers import get_sampler
+from nanoldm.rng import ImageNoise, batch_seeds
 from nanoldm.text.encode import encode_prompt_pair
 
 
@@ -58,41 +58,55 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
                         cfg_scale=opts.cfg_scale, concat=concat)
 
 
+def seeded_noise(parts: ModelParts, opts: GenerateOptions, height: int, width: int) -> tuple[ImageNoise, list[int]]:
+    """The batch's seeds (``rng.batch_seeds``: A1111's, one seed for all with a variation seed) and their noise for
+    images of ``height`` x ``width`` pixels, with ``opts``' seed extras (variation seed, resize seed from, ENSD)."""
+    seeds, subseeds = batch_seeds(opts.seed, opts.batch_size, opts.subseed, opts.subseed_strength)
+    resize = None
+    if opts.seed_resize_from_h > 0 and opts.seed_resize_from_w > 0:  # A1111: both, or off
+        resize = parts.latent_size(opts.seed_resize_from_h, opts.seed_resize_from_w)
+    noise = parts.noise(seeds, height, width, subseeds=subseeds, subseed_strength=opts.subseed_strength,
+                        resize_from=resize, ensd=opts.ensd)
+    return noise, seeds
+
+
 def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, cond: Conditioning, *,
                    init_latents: torch.Tensor | None = None, repaint_mask: torch.Tensor | None = None,
-                   progress: bool = False, monitor: SamplingMonitor | None = None) -> torch.Tensor:
+                   hires_steps: int | None = None, progress: bool = False,
+                   monitor: SamplingMonitor | None = None) -> torch.Tensor:
     """Run ``opts.sampler`` for ``opts.steps``. From pure noise (txt2img); with ``init_latents`` (scaled) only
     the last ``opts.strength`` part of the schedule is run, from the init latents noised to that level (SDEdit);
-    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``).
+    with ``repaint_mask`` as well, only the masked region is generated (see ``KnownRegion``); with ``hires_steps``
+    (like="a1111"), exactly that many steps of a schedule stretched by ``opts.strength`` are run (A1111's img2img
+    with fixed steps, as its Hires. fix runs it: ``pipelines/hires.py``).
     ``monitor`` sees every step (:mod:`~nanoldm.pipelines.progress`); when it asks for an end, the run stops after
     the current step and returns that step's x0 prediction (A1111's interrupt).
 
     Shapes: init_latents (B, C, h, w), repaint_mask (B, 1, h, w) -> (B, C, h, w) scaled latents.
     """
-    spec = get_sampler(opts.sampler)
-    sigmas = spec.sigmas(parts.schedule, opts.steps)
+    # sigmas, starting level and sampler, under the conventions of opts.like
+    sampling = plan(parts.schedule, opts, noise, img2img=init_latents is not None, hires_steps=hires_steps)
     if init_latents is None:
-        x = noise() * spec.init_noise_sigma(sigmas)
+        x = noise() * sampling.start_sigma
     else:
-        sigmas = spec.img2img_sigmas(sigmas, opts.strength)
-        if len(sigmas) < 2:  # strength 0: nothing to re-run
+        if len(sampling.sigmas) < 2:  # strength 0: nothing to re-run
             return init_latents
         start_noise = noise()
-        x = init_latents + start_noise * sigmas[0]
-    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=spec.quantize)
+        x = init_latents + start_noise * sampling.start_sigma
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=sampling.quantize)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
-    steps = len(sigmas) - 1
+    steps = len(sampling.sigmas) - 1
 
     def callback(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         bar.update()
         if monitor is not None:
             monitor.on_step(i + 1, steps, denoised, render=lambda z: tensor_to_pil(decode(parts, z))[0])
 
-    with frozen_weights(), tqdm(total=steps, desc=spec.name, unit="step", disable=not progress, leave=False) as bar:
+    with frozen_weights(), tqdm(total=steps, desc=sampling.name, unit="step", disable=not progress,
+                               leave=False) as bar:
         try:
-            return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, eta=opts.eta,
-                               callback=callback)
+            return sampling.run(denoiser, x, cond, callback)
         except StopSampling:
             return monitor.latest
 

@@ -66,7 +66,7 @@ def test_txt2img_matches_diffusers(reference, tmp_path, sampler):
     want = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=10, guidance_scale=7.0, height=SIZE, width=SIZE,
                 generator=[torch.Generator("cpu").manual_seed(1)]).images[0]
     (got,) = run_cli(tmp_path, "txt2img", PROMPT, "--model", folder, "--sampler", sampler, "--steps", 10,
-                     "--seed", 1, "--cfg-scale", 7, "--negative-prompt", NEGATIVE)
+                     "--seed", 1, "--cfg-scale", 7, "--negative-prompt", NEGATIVE, "--like", "diffusers")
     assert psnr(got, want) >= 40
 
 
@@ -77,7 +77,7 @@ def test_batch_with_an_ancestral_sampler_matches_diffusers_per_image_generators(
     want = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=8, guidance_scale=5.0, height=SIZE, width=SIZE,
                 num_images_per_prompt=2, generator=[torch.Generator("cpu").manual_seed(s) for s in (7, 8)]).images
     got = run_cli(tmp_path, "txt2img", PROMPT, "--model", folder, "--sampler", "euler_a", "--steps", 8, "--seed", 7,
-                  "--cfg-scale", 5, "--negative-prompt", NEGATIVE, "--batch-size", 2)
+                  "--cfg-scale", 5, "--negative-prompt", NEGATIVE, "--batch-size", 2, "--like", "diffusers")
     assert len(got) == 2
     assert min(psnr(g, w) for g, w in zip(got, want)) >= 40
 
@@ -92,7 +92,8 @@ def test_img2img_matches_diffusers(reference, tmp_path, init_image, sampler):
                    guidance_scale=7.0, generator=[torch.Generator("cpu").manual_seed(3)]).images[0]
     init_image.save(tmp_path / "init.png")
     (got,) = run_cli(tmp_path, "img2img", tmp_path / "init.png", PROMPT, "--model", folder, "--sampler", sampler,
-                     "--strength", 0.6, "--steps", 10, "--seed", 3, "--cfg-scale", 7, "--negative-prompt", NEGATIVE)
+                     "--strength", 0.6, "--steps", 10, "--seed", 3, "--cfg-scale", 7, "--negative-prompt", NEGATIVE,
+                     "--like", "diffusers")
     assert psnr(got, want) >= 40
 
 
@@ -102,7 +103,8 @@ def test_png_infotext_parses_back_to_the_settings(reference, tmp_path):
                      "--steps", 3, "--seed", 42, "--cfg-scale", 6.5, "--negative-prompt", "red, green")
     params = parse_infotext(read_png_infotext(png.filename))
     assert params["Prompt"] == "a (blue:1.2) square" and params["Negative prompt"] == "red, green"
-    assert str(params["Steps"]) == "3" and params["Sampler"] == "DPM++ 2M Karras"
+    # A1111 1.10 writes a legacy name as the sampler and its schedule type
+    assert str(params["Steps"]) == "3" and params["Sampler"] == "DPM++ 2M" and params["Schedule type"] == "Karras"
     assert float(params["CFG scale"]) == 6.5 and str(params["Seed"]) == "42"
     assert params["Size"] == f"{SIZE}x{SIZE}" or (str(params.get("Size-1")), str(params.get("Size-2"))) == (str(SIZE),) * 2
 

@@ -29,6 +29,15 @@ GOLDEN = {
     'layout condition': '06d76722b9dc52fc',
     'eval batch': '04075d57983c4dd3',
 }
+# the same under A1111 1.10's conventions (the default since issue 15): recorded by `python -m tests.pipelines.
+# test_golden` on the commit that made them the default; the hashes above are the diffusers conventions' (like=
+# "diffusers"), unchanged
+GOLDEN_A1111 = {
+    'txt2img Euler a': 'ae1a53516f2edbd3',
+    'txt2img DPM++ 2M': 'd13b4f23761eb47d',
+    'txt2img DPM++ 2M SDE': 'f1f58ff1f331fba8',
+    'img2img': 'a234163b7577e289',
+}
 
 
 def _digest(images) -> str:
@@ -47,15 +56,24 @@ def _mask() -> Image.Image:
 
 
 def _cases(pipe):
+    kw = dict(progress=False, like="diffusers")
     for name in SAMPLER_NAMES:
+        yield f"txt2img {name}", lambda name=name: pipe.txt2img(PROMPT, NEGATIVE, sampler=name, steps=5, seed=7,
+                                                                 batch_size=2, **kw)
+    yield "img2img", lambda: pipe.img2img(_init_image(), PROMPT, sampler="Euler a", steps=6, strength=0.6, seed=3,
+                                          **kw)
+    yield "inpaint", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="Euler", steps=6, seed=5, **kw)
+    yield "inpaint no overlay", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="DDIM", steps=4,
+                                                     seed=5, strength=0.8, overlay=False, **kw)
+
+
+def _a1111_cases(pipe):
+    """A1111's conventions (the default): an ancestral, a Karras-by-default and a Brownian-tree sampler, img2img."""
+    for name in ("Euler a", "DPM++ 2M", "DPM++ 2M SDE"):
         yield f"txt2img {name}", lambda name=name: pipe.txt2img(PROMPT, NEGATIVE, sampler=name, steps=5, seed=7,
                                                                  batch_size=2, progress=False)
     yield "img2img", lambda: pipe.img2img(_init_image(), PROMPT, sampler="Euler a", steps=6, strength=0.6, seed=3,
                                           progress=False)
-    yield "inpaint", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="Euler", steps=6, seed=5,
-                                          progress=False)
-    yield "inpaint no overlay", lambda: pipe.inpaint(_init_image(), _mask(), PROMPT, sampler="DDIM", steps=4,
-                                                     seed=5, strength=0.8, overlay=False, progress=False)
 
 
 def _condition_cases(pipe):
@@ -68,13 +86,14 @@ def _condition_cases(pipe):
     texts = {"class": "red circle", "layout": "red circle 0.1 0.1 0.4 0.4; blue square 0.55 0.5 0.9 0.85"}
     for kind, module in modules.items():
         yield f"{kind} condition", lambda kind=kind, module=module: sample_condition(
-            pipe, module, texts[kind], seed=4, batch_size=2, steps=5)
+            pipe, module, texts[kind], seed=4, batch_size=2, steps=5, like="diffusers")
 
 
 def _eval_case(pipe):
     from nanoldm.evaluation.prompt_following import generate_batch
 
-    return generate_batch(pipe, [PROMPT, "a small blue square in the center"], [11, 12], steps=5, cfg_scale=7.0)
+    return generate_batch(pipe, [PROMPT, "a small blue square in the center"], [11, 12], steps=5, cfg_scale=7.0,
+                          like="diffusers")
 
 
 def compute() -> dict[str, str]:
@@ -82,6 +101,7 @@ def compute() -> dict[str, str]:
     got = {case: _digest(run()) for case, run in _cases(pipe)}
     got.update({case: _digest(run()) for case, run in _condition_cases(pipe)})
     got["eval batch"] = _digest(_eval_case(pipe))
+    got.update({f"a1111 {case}": _digest(run()) for case, run in _a1111_cases(pipe)})
     return got
 
 
@@ -94,6 +114,11 @@ def pipe():
 def test_pixels_are_pinned(pipe, case):
     run = dict(_cases(pipe))[case]
     assert _digest(run()) == GOLDEN[case]
+
+
+@pytest.mark.parametrize("case", [c for c, _ in _a1111_cases(None)])
+def test_a1111_pixels_are_pinned(pipe, case):
+    assert _digest(dict(_a1111_cases(pipe))[case]()) == GOLDEN_A1111[case]
 
 
 @pytest.mark.parametrize("case", ["class condition", "layout condition"])
@@ -124,4 +149,4 @@ def test_eval_under_any_grad_mode(pipe, mode):
 if __name__ == "__main__":
     torch.set_num_threads(2)
     for case, digest in compute().items():
-        print(f"    {case!r}: {digest!r},")
+        print(f"    {case.removeprefix('a1111 ')!r}: {digest!r},  # {'A1111' if case.startswith('a1111') else ''}")

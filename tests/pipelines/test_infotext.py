@@ -113,3 +113,84 @@ def test_model_hash_is_sha256_prefix(tmp_path):
     assert model_hash(path) == expected
     assert model_hash(path, block_size=4096) == expected
     assert len(expected) == 10
+
+
+# --- reading back into GenerateOptions (pipelines/from_infotext.py) ---------------------------------------------
+
+import pytest  # noqa: E402
+
+from nanoldm.options import GenerateOptions  # noqa: E402
+from nanoldm.pipelines.from_infotext import infotext_of, read_infotext  # noqa: E402
+from nanoldm.pipelines.infotext import hires_params, seed_params  # noqa: E402
+
+# the shape of an A1111 1.10 txt2img infotext with every extra this branch reads (values invented)
+A1111_110 = (
+    "masterpiece, a castle on a hill, (golden hour:1.2)\n"
+    "Negative prompt: lowres, bad anatomy\n"
+    "Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234567890, Size: 512x768, "
+    "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, VAE: vae-ft-mse.safetensors, "
+    "Variation seed: 987654321, Variation seed strength: 0.15, Seed resize from: 512x512, "
+    "Denoising strength: 0.45, Clip skip: 2, ENSD: 31337, RNG: CPU, "
+    "Hires sampler: Euler a, Hires prompt: \"a castle, detailed\", Hires upscale: 1.5, Hires steps: 12, "
+    "Hires upscaler: Latent (bicubic antialiased), TI hashes: \"easynegative: c74b4e810b03\", "
+    "Lora hashes: \"detail: 0123abcd\", Version: v1.10.1"
+)
+
+
+def test_an_a1111_infotext_becomes_generate_options():
+    settings = read_infotext(A1111_110)
+    o = settings.options
+    assert (o.prompt, o.negative_prompt) == ("masterpiece, a castle on a hill, (golden hour:1.2)",
+                                             "lowres, bad anatomy")
+    assert (o.steps, o.sampler, o.cfg_scale, o.seed, o.width, o.height) == (28, "DPM++ 2M", 6.5, 1234567890, 512, 768)
+    assert (o.subseed, o.subseed_strength, o.seed_resize_from_w, o.seed_resize_from_h) == (987654321, 0.15, 512, 512)
+    assert (o.strength, o.clip_skip, o.ensd) == (0.45, 2, 31337)
+    assert (o.enable_hr, o.hr_scale, o.hr_second_pass_steps, o.hr_upscaler) == (True, 1.5, 12,
+                                                                                "Latent (bicubic antialiased)")
+    assert (o.hr_sampler_name, o.hr_prompt, o.hr_resize_x) == ("Euler a", "a castle, detailed", 0)
+    assert settings.model_hash == "6ce0161689"
+    # "Schedule type" maps onto GenerateOptions.scheduler once it has one; until then it is kept and reported
+    assert {k: v for k, v in settings.unknown.items() if k != "Schedule type"} == {}
+
+
+def test_missing_keys_take_a1111s_defaults():
+    o = read_infotext("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x32").options
+    defaults = GenerateOptions()
+    assert (o.clip_skip, o.enable_hr, o.subseed_strength, o.ensd) == (1, False, 0.0, 0)
+    assert (o.negative_prompt, o.strength, o.batch_size) == ("", defaults.strength, 1)
+    resized = read_infotext("a\nSteps: 2, Sampler: Euler, Seed: 1, Hires resize: 640x0").options
+    assert (resized.enable_hr, resized.hr_resize_x, resized.hr_resize_y) == (True, 640, 0)
+
+
+def test_unknown_keys_are_kept_and_warned():
+    settings = read_infotext('a\nSteps: 2, Sampler: Euler, Seed: 1, ADetailer model: face_yolov8n.pt, '
+                             'Foo: "x, y", Tile: 64x64, Model hash: aaaaaaaaaa, RNG: GPU')
+    assert settings.unknown == {"ADetailer model": "face_yolov8n.pt", "Foo": "x, y", "Tile": "64x64"}
+    lines = settings.warnings("bbbbbbbbbb")
+    assert lines == [
+        "the infotext's model hash aaaaaaaaaa is not the loaded model's bbbbbbbbbb: the image will differ",
+        "the infotext's noise came from RNG GPU; nanoldm draws A1111's CPU noise",
+        "infotext keys nanoldm does not use (kept, ignored): ADetailer model: face_yolov8n.pt, Foo: x, y, "
+        "Tile: 64x64"]
+    assert read_infotext("a\nSteps: 2, Sampler: Euler, Seed: 1, Model hash: AAAAAAAAAA").warnings("aaaaaaaaaa") == []
+
+
+def test_our_own_infotext_reads_back_to_the_options_that_wrote_it():
+    opts = GenerateOptions(prompt="a (red:1.1) circle\nsecond line", negative_prompt="blue: dark", sampler="Euler",
+                           steps=7, cfg_scale=5.5, seed=3, width=48, height=32, clip_skip=2, subseed=9,
+                           subseed_strength=0.5, seed_resize_from_w=40, seed_resize_from_h=24, ensd=0,
+                           enable_hr=True, hr_resize_x=96, hr_upscaler="Lanczos", hr_second_pass_steps=4,
+                           hr_negative_prompt="green", strength=0.3)
+    params = generation_params(steps=7, sampler="Euler", cfg_scale=5.5, seed=3, width=48, height=32, clip_skip=2,
+                               denoising_strength=0.3, seed_extras=seed_params(opts, 9), extra=hires_params(opts))
+    settings = read_infotext(format_infotext(opts.prompt, opts.negative_prompt, params))
+    assert settings.options == opts and settings.unknown == {}
+
+
+def test_a_png_without_parameters_says_so(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "comfy.png")
+    with pytest.raises(ValueError, match=r"comfy.png has no A1111 'parameters' text"):
+        infotext_of(tmp_path / "comfy.png")
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "ok.png", "a\nSteps: 2, Sampler: Euler, Seed: 1")
+    assert infotext_of(str(tmp_path / "ok.png")) == "a\nSteps: 2, Sampler: Euler, Seed: 1"
+    assert infotext_of("a\nSteps: 2") == "a\nSteps: 2"

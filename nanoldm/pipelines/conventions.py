@@ -1,0 +1,111 @@
+"""Which tool's conventions a generation follows (``GenerateOptions.like``): how a sampler name, a schedule type
+and the steps become noise levels, how the starting noise is scaled, which timesteps the UNet sees, which part
+of the schedule img2img re-runs, and how images become 8-bit pixels.
+
+    like        names                      timesteps          starting noise            img2img                 8-bit
+    a1111       A1111 1.10's (a1111.py);   fractional (no     noise * sigmas[0]         setup_img2img_steps:    truncate
+                the rest as diffusers      quantization)                                sigmas[steps - t_enc - 1:]
+    diffusers   the registry's (today's    per sampler        noise * init_noise_sigma  get_timesteps:          round
+                conventions)               (SamplerSpec)                                sigmas[steps - k:]
+
+A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_img2img`` do
+(``modules/sd_samplers_kdiffusion.py``): ancestral noise continues each image's generator (``rng.ImageNoise``),
+and the SDE samplers' Brownian trees are seeded with the images' seeds (``create_noise_sampler``).
+Names A1111's k-diffusion list lacks (DDPM, DDIM) run with the diffusers conventions in every mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.options import LIKES, GenerateOptions
+from nanoldm.rng import ImageNoise
+from nanoldm.samplers import get_sampler
+from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
+from nanoldm.samplers.brownian import BrownianNoise
+from nanoldm.samplers.schedules import schedule_key, uniform
+
+PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round"}  # how each tool makes 8-bit pixels
+
+
+@dataclass
+class SamplingPlan:
+    """What ``sample_latents`` runs: ``run(denoiser, x, cond, callback)`` from x at ``start_sigma`` along
+    ``sigmas``; ``quantize`` for the Denoiser; ``schedule_label`` for the infotext (None: not written)."""
+
+    name: str
+    sigmas: torch.Tensor
+    start_sigma: torch.Tensor
+    quantize: bool
+    run: Callable
+    schedule_label: str | None = None
+
+
+def a1111_img2img_steps(steps: int, strength: float, hires_steps: int | None = None) -> tuple[int, int]:
+    """A1111's ``sd_samplers_common.setup_img2img_steps``: (schedule length, t_enc). The sampler runs
+    t_enc + 1 steps on ``sigmas[steps - t_enc - 1:]``. With ``hires_steps`` (Hires. fix's own step count) the
+    schedule is stretched so exactly that many steps run."""
+    if hires_steps:
+        return (int(hires_steps / min(strength, 0.999)) if strength > 0 else 0), hires_steps - 1
+    return steps, int(min(strength, 0.999) * steps)
+
+
+def resolve_a1111(sampler: str, scheduler: str = "Automatic") -> tuple[A1111Sampler, str] | None:
+    """The A1111 sampler and schedule type of a name (legacy names carry their schedule), or None."""
+    return find_a1111_sampler(sampler, scheduler)
+
+
+def infotext_names(opts: GenerateOptions) -> tuple[str, str | None]:
+    """(Sampler, Schedule type) as the infotext names them: A1111's sampler name and the schedule that ran
+    ("DPM++ 2M Karras" -> "DPM++ 2M", "Karras"); the registry's name and no schedule type otherwise."""
+    found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
+    if found is None:
+        return get_sampler(opts.sampler).name, None
+    return found[0].name, found[0].schedule_label(found[1])
+
+
+def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, img2img: bool = False,
+         hires_steps: int | None = None) -> SamplingPlan:
+    """The sampling plan of ``opts`` for txt2img or img2img (``opts.strength``). ``hires_steps``: Hires. fix's
+    second pass (A1111's ``setup_img2img_steps`` with its steps)."""
+    found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
+    if found is None:
+        schedule_key(opts.scheduler)  # an unknown schedule type is an error in every mode
+        return _diffusers_plan(schedule, opts, noise, img2img)
+    spec, scheduler = found
+    if not img2img:
+        sigmas = spec.sigmas(schedule, opts.steps, scheduler)
+        run_sigmas = uniform(schedule, opts.steps) if spec.model_range else sigmas
+    else:
+        steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
+        sigmas = spec.sigmas(schedule, steps, scheduler)
+        run_sigmas = sigmas[steps - t_enc - 1:]
+    options = dict(spec.options)
+    if spec.brownian:  # one tree per image over the whole schedule's range
+        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(), sigmas.max(), noise.seeds,
+                                                 device=noise.device, dtype=noise.dtype)
+
+    def run(denoiser, x, cond, callback):
+        return spec.fn(denoiser, x, run_sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
+
+    start = run_sigmas[0] if img2img else sigmas[0]
+    return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler))
+
+
+def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, img2img: bool) -> SamplingPlan:
+    spec = get_sampler(opts.sampler)
+    sigmas = spec.sigmas(schedule, opts.steps)
+    if img2img:
+        sigmas = spec.img2img_sigmas(sigmas, opts.strength)
+        start = sigmas[0] if len(sigmas) else torch.tensor(0.0)
+    else:
+        start = spec.init_noise_sigma(sigmas)
+
+    def run(denoiser, x, cond, callback):
+        return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, eta=opts.eta)
+
+    return SamplingPlan(spec.name, sigmas, start, spec.quantize, run)
+

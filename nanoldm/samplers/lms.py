@@ -1,0 +1,33 @@
+"""Linear multistep (Adams-Bashforth in sigma), as k-diffusion's ``sample_lms`` runs it."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def lms_coefficient(order: int, sigmas: np.ndarray, i: int, j: int) -> float:
+    """Integral over [sigmas[i], sigmas[i+1]] of the Lagrange basis polynomial of node sigmas[i - j] among the
+    ``order`` latest nodes sigmas[i], ..., sigmas[i - order + 1]. The polynomial is integrated exactly (numpy's
+    polynomial antiderivative; k-diffusion uses adaptive quadrature, exact to float rounding for degree <= 3)."""
+    nodes = [sigmas[i - k] for k in range(order) if k != j]
+    basis = np.poly1d(nodes, r=True) / np.prod([sigmas[i - j] - n for n in nodes])
+    antiderivative = basis.integ()
+    return float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i]))
+
+
+def sample_lms(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: int = 4):
+    """Linear multistep on dx/dsigma = (x - D) / sigma: the next x extrapolates the slopes of the last ``order``
+    steps with a polynomial in sigma (order 1 on the first step, rising to ``order``). ``noise`` is unused.
+
+    Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at sigmas[-1].
+    """
+    nodes = sigmas.detach().cpu().double().numpy()
+    slopes = []
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i], cond)
+        slopes = [*slopes[-(order - 1):], (x - denoised) / sigmas[i]]  # 1. the latest `order` slopes
+        k = min(i + 1, order)
+        coefficients = [lms_coefficient(k, nodes, i, j) for j in range(k)]  # 2. weights of slopes i, i-1, ...
+        x = x + sum(c * d for c, d in zip(coefficients, reversed(slopes)))
+        if callback is not None:
+            callback(i, x, denoised)
+    return x
