@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from nanoldm.cli import caption, convert, demo, eval, generate, sample, shapes, train
+from nanoldm.cli import caption, convert, demo, eval, generate, merge, sample, shapes, train
 
-COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval)
+COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, merge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():  # a library warning (e.g. "Lora not found") is one line on stderr
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"nanoldm {args.command}: warning: {message}", file=sys.stderr)
+            return args.run(args) or 0
     except (ValueError, OSError) as e:
         print(f"nanoldm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -101,7 +101,7 @@ class LoraLibrary:
             if path is None:
                 where = f" in {self.folder}" if self.folder else " (no LoRA folder is set: --lora-dir)"
                 warnings.warn(f"Lora not found: {name} (neither loaded nor{where}); generating without it",
-                              LoraNotFoundWarning, stacklevel=3)
+                              LoraNotFoundWarning, stacklevel=2)
                 continue
             te, unet = parse_lora_args(name, args)
             entries.append(ActiveLora(name, self._read(path).weights, te=te, unet=unet))
