@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -72,13 +73,26 @@ def load_pickle(path: str | Path, *, what: str = "checkpoint", allow: tuple[type
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is long advice; the reason is the first sentence after "WeightsUnpickler error:"
-        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0][:200]
         raise CheckpointError(
-            f"{path}: refused: its pickle asks to run code beyond plain tensors, which weights-only "
-            f"loading never executes ({reason})") from None
+            f"{path}: refused: its pickle asks to run code beyond plain tensors ({_refused_call(str(e))}), which "
+            f"weights-only loading never executes") from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt {what} ({_one_line(e)[:200]})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt {what} ({_first_sentence(str(e))})") from None
+
+
+def _refused_call(message: str) -> str:
+    """What a refused pickle asked for, from torch's long message: "posix.system", or its first reason."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"it calls {found.group(1)}"
+    return _first_sentence(message.split("WeightsUnpickler error:")[-1])
+
+
+def _first_sentence(message: str) -> str:
+    """The first sentence of an error message, whole, on one line (torch appends long advice)."""
+    text = _one_line(message)
+    end = re.search(r"[.:;]\s", text)
+    return (text[:end.start()] if end else text).rstrip(".")
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
@@ -97,6 +111,14 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
                for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+def write_a1111_pickle(path: str | Path, obj) -> None:
+    """Atomically write ``obj`` (plain containers, numbers, strings, tensors) as a ``.pt`` that A1111's safe
+    unpickler (``modules/safe.py``) accepts: torch's legacy, non-zip serialization. Torch 2.x's zip layout adds
+    entries (``.format_version``, ``byteorder``, ``.data/serialization_id``, ...) that A1111 refuses."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(obj, tmp, _use_new_zipfile_serialization=False)
 
 
 def write_text(path: str | Path, text: str) -> None:
