@@ -185,8 +185,8 @@ class SafetensorsReader:
                 continue
             start, end = entry["data_offsets"]
             if entry["dtype"] not in SAFETENSORS_DTYPES or self._base + end > size:
-                raise CheckpointError(f"{self.path}: truncated or corrupt safetensors file (tensor {key!r} "
-                                      f"{'lies past the end' if self._base + end > size else 'has dtype ' + entry['dtype']})")
+                why = "lies past the end" if self._base + end > size else f"has dtype {entry['dtype']}"
+                raise CheckpointError(f"{self.path}: truncated or corrupt safetensors file (tensor {key!r} {why})")
             self.entries[key] = (SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), start, end)
 
     def keys(self) -> list[str]:
