@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -71,15 +73,28 @@ def load_pickle(path: str | Path, *, what: str = "checkpoint", allow: tuple[type
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is long advice; the reason is the first sentence after "WeightsUnpickler error:"
-        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0][:200]
         raise CheckpointError(
-            f"{path}: refused: its pickle asks to run code beyond plain tensors, which weights-only "
-            f"loading never executes ({reason})") from None
+            f"{path}: refused: its pickle asks to run code beyond plain tensors ({_refused_call(str(e))}), which "
+            f"weights-only loading never executes") from None
     except (KeyError, IndexError):  # torch's legacy reader on a file that is no pickle at all (a text file)
         raise CheckpointError(f"{path}: not a {what}: neither a PyTorch zip nor a pickle") from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt {what} ({_one_line(e)[:200]})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt {what} ({_first_sentence(str(e))})") from None
+
+
+def _refused_call(message: str) -> str:
+    """What a refused pickle asked for, from torch's long message: "posix.system", or its first reason."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"it calls {found.group(1)}"
+    return _first_sentence(message.split("WeightsUnpickler error:")[-1])
+
+
+def _first_sentence(message: str) -> str:
+    """The first sentence of an error message, whole, on one line (torch appends long advice)."""
+    text = _one_line(message)
+    end = re.search(r"[.:;]\s", text)
+    return (text[:end.start()] if end else text).rstrip(".")
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
@@ -98,6 +113,14 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
                for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+def write_a1111_pickle(path: str | Path, obj) -> None:
+    """Atomically write ``obj`` (plain containers, numbers, strings, tensors) as a ``.pt`` that A1111's safe
+    unpickler (``modules/safe.py``) accepts: torch's legacy, non-zip serialization. Torch 2.x's zip layout adds
+    entries (``.format_version``, ``byteorder``, ``.data/serialization_id``, ...) that A1111 refuses."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(obj, tmp, _use_new_zipfile_serialization=False)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -156,3 +179,67 @@ def _shares_storage(t: torch.Tensor) -> bool:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
+
+
+# ---- streaming: one tensor at a time (checkpoint merging) ----
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+class SafetensorsReader:
+    """The tensors of one ``.safetensors`` file, read one at a time with plain reads. No memory map: a process
+    reading a file whole through one keeps every page it touched resident, so a merge would hold its inputs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        with open(self.path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        self._base, size = 8 + n, os.path.getsize(self.path)
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            if entry["dtype"] not in SAFETENSORS_DTYPES or self._base + end > size:
+                why = "lies past the end" if self._base + end > size else f"has dtype {entry['dtype']}"
+                raise CheckpointError(f"{self.path}: truncated or corrupt safetensors file (tensor {key!r} {why})")
+            self.entries[key] = (SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), start, end)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def get(self, key: str) -> torch.Tensor:
+        dtype, shape, start, end = self.entries[key]
+        if end == start:
+            return torch.empty(shape, dtype=dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._base + start)
+            data = bytearray(f.read(end - start))
+        return torch.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def write_safetensors_streamed(path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+                               tensors, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a ``.safetensors`` file whose tensors arrive one at a time: ``specs`` (key -> dtype,
+    shape, in file order) makes the header; ``tensors`` yields (key, tensor) in that order. Only one tensor is
+    held at a time."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for key, (dtype, shape) in specs.items():
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[key] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        f.write(len(head).to_bytes(8, "little") + head)
+        for (key, t), (want, (dtype, shape)) in zip(tensors, specs.items(), strict=True):
+            if key != want or t.dtype != dtype or tuple(t.shape) != tuple(shape):
+                raise ValueError(f"streamed tensor {key!r} {t.dtype} {tuple(t.shape)} does not match the header's "
+                                 f"{want!r} {dtype} {tuple(shape)}")
+            f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)

@@ -49,12 +49,19 @@ def _load_file(path: Path, config: ModelConfig | None) -> LatentDiffusion:
     return _assemble(config, tensors, tokenizer, str(path))
 
 
+DIFFUSERS_PARTS = (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model"))
+"""The weight-carrying parts of a diffusers folder and the stem of each part's weight file."""
+
+
 def _load_diffusers(folder: Path) -> LatentDiffusion:
-    parts, configs = {}, {}
-    for part, weights in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
-                          ("text_encoder", "model")):
-        configs[part] = _read_json(folder / part / "config.json", folder)
-        parts[part] = read_tensors(_find_weights(folder / part, weights, folder))[0]
+    config, tokenizer = read_diffusers_config(folder)
+    parts = {part: read_tensors(find_weights(folder / part, stem, folder))[0] for part, stem in DIFFUSERS_PARTS}
+    return _assemble(config, keymap.diffusers_to_ours(parts, config), tokenizer, str(folder))
+
+
+def read_diffusers_config(folder: Path):
+    """The ``ModelConfig`` and tokenizer of a diffusers folder, from its JSON files (no weight is read)."""
+    configs = {part: _read_json(folder / part / "config.json", folder) for part, _ in DIFFUSERS_PARTS}
     scheduler = folder / "scheduler" / "scheduler_config.json"
     config = ModelConfig(
         unet=diffusers_config.unet_config_from_diffusers(configs["unet"]),
@@ -68,7 +75,7 @@ def _load_diffusers(folder: Path) -> LatentDiffusion:
         config = dataclasses.replace(config, image_size=sample_size * config.vae.downsample_factor)
     tokenizer = (CLIPTokenizer.from_folder(folder / "tokenizer") if (folder / "tokenizer").exists()
                  else _default_tokenizer([]))
-    return _assemble(config, keymap.diffusers_to_ours(parts, config), tokenizer, str(folder))
+    return config, tokenizer
 
 
 def _assemble(config: ModelConfig, state: dict[str, torch.Tensor], tokenizer, source: str) -> LatentDiffusion:
@@ -86,7 +93,7 @@ def _read_json(path: Path, folder: Path) -> dict:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
-def _find_weights(part_dir: Path, stem: str, folder: Path) -> Path:
+def find_weights(part_dir: Path, stem: str, folder: Path) -> Path:
     """diffusers' weight file of one component: safetensors preferred, then fp16 variants, then pickles."""
     for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors", f"{stem}.bin", f"{stem}.fp16.bin",
                  "pytorch_model.bin"):

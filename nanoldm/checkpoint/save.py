@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nanoldm.checkpoint import diffusers_config, keymap
 from nanoldm.checkpoint.formats import CheckpointError, current_umask, make_parent, write_safetensors, write_text
-from nanoldm.checkpoint.load import ADDED_TOKENS_KEY, CONFIG_KEY, LAYOUT_KEY
+from nanoldm.checkpoint.load import ADDED_TOKENS_KEY, CONFIG_KEY, DIFFUSERS_PARTS, LAYOUT_KEY
 from nanoldm.model import LatentDiffusion
 
 FORMATS = ("nanoldm", "diffusers", "sd")
@@ -50,25 +50,31 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the saved folder gets the usual permissions
-        configs = {
-            "unet": diffusers_config.unet_config_to_diffusers(
-                cfg.unet, sample_size=cfg.image_size // cfg.vae.downsample_factor),
-            "vae": diffusers_config.vae_config_to_diffusers(cfg.vae, sample_size=cfg.image_size),
-            "text_encoder": diffusers_config.text_config_to_transformers(cfg.text),
-        }
-        for part, weights in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
-                              ("text_encoder", "model")):
+        for part, weights in DIFFUSERS_PARTS:
             write_safetensors(tmp / part / f"{weights}.safetensors", parts[part], {"format": "pt"})
-            write_text(tmp / part / "config.json", json.dumps(configs[part], indent=2))
-        write_text(tmp / "scheduler" / "scheduler_config.json",
-                   json.dumps(diffusers_config.schedule_config_to_diffusers(cfg.schedule), indent=2))
-        write_text(tmp / "model_index.json", json.dumps(diffusers_config.model_index(), indent=2))
-        if model.tokenizer is not None:
-            model.tokenizer.save_folder(tmp / "tokenizer")
+        write_diffusers_configs(cfg, model.tokenizer, tmp)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def write_diffusers_configs(cfg, tokenizer, folder: Path) -> None:
+    """Everything of a diffusers folder but the weights: each part's config, the scheduler, the index, the
+    tokenizer (if any)."""
+    configs = {
+        "unet": diffusers_config.unet_config_to_diffusers(
+            cfg.unet, sample_size=cfg.image_size // cfg.vae.downsample_factor),
+        "vae": diffusers_config.vae_config_to_diffusers(cfg.vae, sample_size=cfg.image_size),
+        "text_encoder": diffusers_config.text_config_to_transformers(cfg.text),
+    }
+    for part, _ in DIFFUSERS_PARTS:
+        write_text(folder / part / "config.json", json.dumps(configs[part], indent=2))
+    write_text(folder / "scheduler" / "scheduler_config.json",
+               json.dumps(diffusers_config.schedule_config_to_diffusers(cfg.schedule), indent=2))
+    write_text(folder / "model_index.json", json.dumps(diffusers_config.model_index(), indent=2))
+    if tokenizer is not None:
+        tokenizer.save_folder(folder / "tokenizer")
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 import warnings
 
-from nanoldm.cli import caption, convert, demo, eval, explain, generate, sample, serve, shapes, train
+from nanoldm.cli import caption, convert, demo, eval, explain, generate, merge, sample, serve, shapes, train
 
-COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, serve, explain)
+COMMAND_GROUPS = (generate, sample, convert, demo, shapes, train, caption, eval, merge, serve, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = lambda message, *_: print(f"nanoldm {args.command}: warning: {message}",
-                                                             file=sys.stderr)
+        with warnings.catch_warnings():  # a library warning (e.g. "Lora not found") is one line on stderr
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"nanoldm {args.command}: warning: {message}", file=sys.stderr)
             return args.run(args) or 0
     except (ValueError, OSError) as e:
         print(f"nanoldm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -65,6 +65,9 @@ def _common(p: argparse.ArgumentParser, *, default_out: str, strength: float | N
                    help="strength of every --hypernetwork (default: %(default)s)")
     p.add_argument("--hypernetwork-dir", default=None, metavar="DIR",
                    help="where <hypernet:name:strength> prompt tags find NAME.pt / NAME.safetensors")
+    p.add_argument("--lora-dir", default=None, metavar="DIR",
+                   help="where <lora:name:w> and <lora:name:te_w:unet_w> prompt tags find NAME.safetensors (kohya / "
+                        "A1111 or diffusers LoRAs)")
     p.add_argument("--out", default=default_out, help="output folder (default: %(default)s)")
 
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.embeddings:
         print("embeddings:", ", ".join(load_embeddings(pipe.model, args.embeddings)), file=sys.stderr)
     pipe.hypernetworks.folder = args.hypernetwork_dir
+    pipe.loras.folder = args.lora_dir
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
     if source is None:

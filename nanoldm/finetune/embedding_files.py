@@ -9,6 +9,8 @@ A1111 ``NAME.pt``               a pickled dict: ``string_to_token`` {"*": 265}, 
 A1111/kohya ``NAME.safetensors``  ``emb_params`` (N, width); we also write name, step, sd_checkpoint and
                                 sd_checkpoint_name as string metadata (other tools ignore it)
 diffusers ``learned_embeds``    ``{token: (N, width)}`` as ``.safetensors`` or a ``.bin`` pickle
+A1111 ``NAME.png``              the ``.pt`` dict as JSON (tensors: ``{"TORCHTENSOR": nested lists}``), base64,
+                                in the PNG text chunk ``sd-ti-embedding``; a PNG without it is no embedding
 ==============================  =====================================================================
 
 Reading accepts what A1111's ``create_embedding_from_data`` accepts: a ``string_to_param`` dict of one entry,
@@ -23,17 +25,22 @@ file stem we write for a token: ``<star>`` becomes ``star``, as A1111 keeps only
 """
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from nanoldm.checkpoint.formats import CheckpointError, atomic_path, load_pickle, read_tensors, write_safetensors
+from nanoldm.checkpoint.formats import (CheckpointError, load_pickle, read_tensors, write_a1111_pickle,
+                                        write_safetensors)
 
 __all__ = ["Embedding", "read_embedding", "write_a1111_pt", "write_a1111_safetensors", "write_diffusers",
-           "EMBEDDING_SUFFIXES", "A1111_KEY"]
+           "EMBEDDING_SUFFIXES", "A1111_KEY", "PNG_KEY", "read_png_embedding"]
 
-EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin")
+EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin", ".png")
+PNG_KEY = "sd-ti-embedding"  # A1111's PNG text chunk: base64 of the .pt dict as JSON, tensors as {"TORCHTENSOR": [...]}
 A1111_KEY = "emb_params"  # the tensor name of an A1111/kohya .safetensors embedding
 A1111_TOKEN = {"*": 265}  # A1111 writes this fixed placeholder (the id of "*" in CompVis' tokenizer)
 _FIELDS = ("step", "sd_checkpoint", "sd_checkpoint_name")
@@ -68,7 +75,12 @@ def read_embedding(path: str | Path) -> Embedding:
     suffix = path.suffix.lower()
     if suffix not in EMBEDDING_SUFFIXES:
         raise CheckpointError(f"{path}: not an embedding file (expected {', '.join(EMBEDDING_SUFFIXES)})")
-    data, metadata = read_tensors(path) if suffix == ".safetensors" else (_load_pickle(path), {})
+    if suffix == ".png":
+        data, metadata = read_png_embedding(path), {}
+        if data is None:
+            raise CheckpointError(f"{path}: a PNG without an embedding (it has no {PNG_KEY} text chunk)")
+    else:
+        data, metadata = read_tensors(path) if suffix == ".safetensors" else (_load_pickle(path), {})
     name, vectors, fields = _parse(data, path)
     if name is None or name == A1111_KEY:
         name = metadata.get("name") or path.stem
@@ -76,6 +88,31 @@ def read_embedding(path: str | Path) -> Embedding:
     step = fields.get("step")
     return Embedding(name, vectors, int(step) if step is not None and str(step).isdigit() else None,
                      _str_or_none(fields.get("sd_checkpoint")), _str_or_none(fields.get("sd_checkpoint_name")))
+
+
+def read_png_embedding(path: str | Path) -> dict | None:
+    """The embedding dict A1111 stores in a PNG's ``sd-ti-embedding`` text chunk; None if the PNG has none (an
+    ordinary image, e.g. a preview beside an embedding)."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # text chunks after the image data are read only now
+            text = getattr(image, "text", {}).get(PNG_KEY)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PNG ({e})") from None
+    if text is None:
+        return None
+    try:
+        return json.loads(base64.b64decode(text), object_hook=_tensor_hook)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its {PNG_KEY} chunk is not base64 JSON ({_first_line(e)})") from None
+
+
+def _tensor_hook(d: dict):
+    return torch.tensor(d["TORCHTENSOR"], dtype=torch.float32) if "TORCHTENSOR" in d else d
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).split("\n")[0]
 
 
 def _load_pickle(path: Path):
@@ -119,11 +156,11 @@ def _as_vectors(t, path: Path) -> torch.Tensor:
 # ---- writing ----
 
 def write_a1111_pt(embedding: Embedding, path: str | Path) -> None:
-    """A1111's ``.pt`` layout: plain dicts, strings, ints and one tensor, so it loads with ``weights_only``."""
+    """A1111's ``.pt`` layout: plain dicts, strings, ints and one tensor, so it loads with ``weights_only``; in
+    torch's legacy serialization, which A1111's safe unpickler accepts."""
     data = {"string_to_token": dict(A1111_TOKEN), "string_to_param": {"*": _plain(embedding.vectors)},
             "name": embedding.name, **{k: getattr(embedding, k) for k in _FIELDS}}
-    with atomic_path(Path(path)) as tmp:
-        torch.save(data, tmp)
+    write_a1111_pickle(path, data)
 
 
 def write_a1111_safetensors(embedding: Embedding, path: str | Path) -> None:

@@ -24,9 +24,9 @@ import json
 import re
 from pathlib import Path
 
-import torch
 
-from nanoldm.checkpoint.formats import CheckpointError, atomic_path, load_pickle, read_tensors, write_safetensors
+from nanoldm.checkpoint.formats import (CheckpointError, load_pickle, read_tensors, write_a1111_pickle,
+                                        write_safetensors)
 from nanoldm.finetune.hypernetwork import Hypernetwork, HypernetworkOptions
 
 __all__ = ["load_hypernetwork", "save_hypernetwork", "hypernetwork_to_dict", "hypernetwork_from_dict"]
@@ -44,8 +44,7 @@ def save_hypernetwork(hypernetwork: Hypernetwork, path: str | Path) -> None:
     path = Path(path)
     d = hypernetwork_to_dict(hypernetwork)
     if path.suffix.lower() == ".pt":
-        with atomic_path(path) as tmp:
-            torch.save(d, tmp)
+        write_a1111_pickle(path, d)
     elif path.suffix.lower() == ".safetensors":
         tensors = {f"{w}.{i}.{k}": v for w in hypernetwork.widths for i, sd in enumerate(d[w]) for k, v in sd.items()}
         write_safetensors(path, tensors, {k: json.dumps(d[k]) for k in OPTION_KEYS})

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from nanoldm.checkpoint.formats import CheckpointError
-from nanoldm.finetune.embedding_files import EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding
+from nanoldm.finetune.embedding_files import (EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding,
+                                              read_png_embedding)
 from nanoldm.model import LatentDiffusion
 from nanoldm.text.bpe import TokenizerError
 
@@ -152,6 +153,8 @@ def folder_token(path: Path, embedding: Embedding) -> str:
     name ``<star>`` defines ``<star>``, the word its trainer typed; ``file_name`` drops the brackets) or
     diffusers' fixed ``learned_embeds`` (its key is the token)."""
     name = embedding.name
+    if path.suffix.lower() == ".png" and name:  # A1111 names an embedding stored in a PNG by its stored name
+        return name
     if name and name != path.stem and (path.stem == "learned_embeds" or _safe_file_name(name) == path.stem):
         return name
     return path.stem
@@ -170,8 +173,17 @@ def _embedding_files(folder: Path) -> list[Path]:
     for directory, subdirs, names in os.walk(folder, followlinks=True):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         found += [Path(directory) / n for n in names
-                  if not n.startswith(".") and Path(n).suffix.lower() in EMBEDDING_SUFFIXES]
+                  if not n.startswith(".") and Path(n).suffix.lower() in EMBEDDING_SUFFIXES
+                  and (Path(n).suffix.lower() != ".png" or _holds_embedding(Path(directory) / n))]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def _holds_embedding(png: Path) -> bool:
+    """Does a PNG of an embeddings folder carry an embedding? Previews and other images (even broken ones) do not."""
+    try:
+        return read_png_embedding(png) is not None
+    except CheckpointError:
+        return False
 
 
 def _apply(model: LatentDiffusion, embedding: Embedding, token: str, path: str | Path) -> str:

@@ -58,7 +58,7 @@ class TrainConfig:
     ema_decay: float | None = None   # e.g. 0.999; None: no EMA
     bf16: bool = False               # autocast the loss to bfloat16
     log_every: int = 10
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500      # 0: only at the end (and on Ctrl-C)
     sample_every: int = 0            # 0: never (needs task.sample)
     seed: int = 0
     out_dir: str = "runs/train"
@@ -291,7 +291,8 @@ def train(task: Task, cfg: TrainConfig, *, resume: bool = False, progress: bool 
                 losses = []
             if cfg.sample_every and run.step % cfg.sample_every == 0 and hasattr(task, "sample") and run.rank == 0:
                 _draw_samples(run)
-            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or interrupt.requested:
+            periodic = cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0  # 0: only at the end
+            if periodic or run.step == cfg.steps or interrupt.requested:
                 run.save(RngState.capture(run.generator))
             if interrupt.requested:
                 raise KeyboardInterrupt

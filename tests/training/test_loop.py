@@ -259,3 +259,14 @@ if __name__ == "__main__":  # subprocesses: a slow run the SIGKILL test kills mi
         train(Regression(**DDP_TASK), config(out, **DDP_RUN), progress=False)
     else:
         train(Regression(sleep=0.01), config(out, steps=1000, checkpoint_every=3), progress=False)
+
+
+
+def test_checkpoint_every_zero_saves_only_at_the_end(tmp_path, monkeypatch):
+    import nanoldm.training.loop as loop_module
+
+    saved = []
+    real = loop_module.save_checkpoint
+    monkeypatch.setattr(loop_module, "save_checkpoint", lambda *a, **k: saved.append(1) or real(*a, **k))
+    train(Regression(), config(tmp_path, steps=20, checkpoint_every=0), progress=False)
+    assert step_of(tmp_path) == 20 and len(saved) == 1
