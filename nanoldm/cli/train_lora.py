@@ -1,5 +1,5 @@
 """``nanoldm train lora``: the flags of :func:`nanoldm.training.lora.train_lora`, with kohya's names as aliases
-(``--network-dim``, ``--network-alpha``, ``--conv-dim``, ``--network-dropout``, ``--caption-dropout-rate``,
+(``--network-dim``, ``--network-alpha``, ``--conv-dim``, ``--caption-dropout-rate``,
 ``--output-name``)."""
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conv-rank", "--conv-dim", type=int, default=None,
                    help="LoCon: also the UNet's 3x3 convolutions, at this rank (default: not adapted)")
     p.add_argument("--conv-alpha", type=float, default=None, help="alpha of the 3x3 convolutions (default: --conv-rank)")
-    p.add_argument("--dropout", "--network-dropout", type=float, default=None,
-                   help="dropout on the low-rank path while training")
+    p.add_argument("--rank-dropout", type=float, default=None,
+                   help="drop each rank channel with this probability while training (kohya's rank_dropout)")
     p.add_argument("--format", choices=FORMATS, default="kohya",
                    help="kohya (A1111, ComfyUI) or diffusers (PEFT layout of load_lora_weights)")
     add_latent_arguments(p, cond_drop=0.0)
@@ -40,7 +40,7 @@ def training_options(args: argparse.Namespace) -> LoraTraining:
     """The typed options of the flags; bad ones fail here, before any loading."""
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     spec = LoraSpec(rank=args.rank, alpha=args.alpha, targets=targets, conv_rank=args.conv_rank,
-                    conv_alpha=args.conv_alpha, dropout=args.dropout)
+                    conv_alpha=args.conv_alpha, rank_dropout=args.rank_dropout)
     return LoraTraining(name=args.name, spec=spec, format=args.format, latent=latent_options(args))
 
 

@@ -3,13 +3,13 @@ it, so A1111, ComfyUI and diffusers load it.
 
 The loss is the LDM's (:class:`~nanoldm.training.ldm.LDMTask`: cached latents, noise at a random step, eps or v
 target, Min-SNR, caption dropout), with the adapters of :mod:`nanoldm.training.lora_network` hooked onto the
-frozen UNet (and text encoder). Only the adapters train; they are the one module the training checkpoint holds and
+frozen UNet's (and text encoder's) weights. Only the adapters train; they are the one module the training checkpoint holds and
 ``--resume`` restores. With ``text`` among the targets the captions go through the (adapted) text encoder every
 step, the dropped ones as the empty prompt; otherwise the latent cache's contexts serve.
 
 Initial weights come from the seed (``down`` kaiming-uniform, ``up`` zero), so a run is reproducible and a resumed
-one ends with the same file, bit for bit, as one never stopped: the run's start time, recorded in the file, is kept
-in ``OUT/lora_run.json``.
+one ends with the same weights, bit for bit, as one never stopped. The run's start time, recorded in the file, is
+kept in ``OUT/lora_run.json``, so a resumed run records when the run began.
 
 At the end ``OUT/NAME.safetensors`` is written through :func:`~nanoldm.finetune.lora_file.save_lora` (EMA weights
 when EMA is on): kohya's layout and metadata (``ss_network_module`` ``networks.lora``, ``ss_network_dim``,
@@ -46,7 +46,7 @@ RUN_FILE = "lora_run.json"  # what the exported file records of the run that a r
 class LoraTask(LDMTask):
     """The LDM task with the UNet and text encoder frozen and ``network``'s adapters hooked onto them;
     ``modules()`` is the network alone. ``captions`` (one per cached image) are needed when the text encoder is
-    adapted. Call :meth:`finish` after training to take the hooks off."""
+    adapted. Call :meth:`finish` after training to take the adapters off the model."""
 
     def __init__(self, model: LatentDiffusion, cache: LatentCache, network: LoraNetwork, *,
                  captions: list[str] | None = None, **kwargs):
@@ -55,7 +55,7 @@ class LoraTask(LDMTask):
         self.network = network
         network.requires_grad_(True)
         network.train()
-        network.attach()
+        network.attach()  # after freezing: the adapters become submodules of the layers they change
         self.chunks = None
         if "text" in network.spec.targets:
             if captions is None or len(captions) != len(cache):
@@ -71,7 +71,7 @@ class LoraTask(LDMTask):
         spec = self.network.spec
         return {**super().options(), "lora": {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets),
                                               "conv_rank": spec.conv_rank, "conv_alpha": spec.conv_alpha,
-                                              "dropout": spec.dropout}}
+                                              "rank_dropout": spec.rank_dropout}}
 
     def context(self, indices: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """The cache's contexts, or with a text LoRA the captions (the empty prompt where dropped) through the
@@ -82,13 +82,12 @@ class LoraTask(LDMTask):
         return encode_chunks(self.model.text_encoder, batch)
 
     def sample(self, step: int) -> Image.Image:
-        """The LDM's sample row, drawn with the LoRA merged into the weights (the sampling fast paths read
-        weights) and its dropout off."""
-        with evaluating(self.network), self.network.merged():
+        """The LDM's sample row, drawn with the LoRA on and its rank dropout off."""
+        with evaluating(self.network):
             return super().sample(step)
 
     def finish(self, checkpoint: Path | None = None) -> LoraNetwork:
-        """Take the hooks off; the adapters take the EMA weights when ``checkpoint`` holds them."""
+        """Take the adapters off the model; they take the EMA weights when ``checkpoint`` holds them."""
         self.network.detach()
         if checkpoint is not None:
             load_ema_weights(self.network, "lora", checkpoint)

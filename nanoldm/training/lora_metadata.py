@@ -52,6 +52,8 @@ def kohya_metadata(model: LatentDiffusion, options, loop: TrainConfig, *, name: 
     network_args = {}
     if spec.conv_rank:
         network_args = {"conv_dim": str(spec.conv_rank), "conv_alpha": str(spec.conv_alpha or spec.conv_rank)}
+    if spec.rank_dropout:
+        network_args["rank_dropout"] = str(spec.rank_dropout)
     lr = float(loop.lr)
     meta = {
         "ss_session_id": str(loop.seed),
@@ -73,7 +75,7 @@ def kohya_metadata(model: LatentDiffusion, options, loop: TrainConfig, *, name: 
         "ss_network_module": NETWORK_MODULE,
         "ss_network_dim": str(spec.rank),
         "ss_network_alpha": str(float(spec.alpha or spec.rank)),
-        "ss_network_dropout": str(spec.dropout),
+        "ss_network_dropout": "None",
         "ss_mixed_precision": "bf16" if loop.bf16 else "no",
         "ss_full_fp16": "False",
         "ss_v2": str(v2),

@@ -1,15 +1,13 @@
 """LoRA adapters for training (Hu et al. 2021), placed where kohya's ``sd-scripts`` (``networks/lora.py``) puts them.
 
-A frozen layer ``W`` (a Linear or a Conv2d) gains a low-rank path beside it:
+A frozen layer's weight ``W`` (a Linear's or a Conv2d's) gains a low-rank update:
 
-    y = W x + (alpha / r) * up(down(x))
+    W' = W + (alpha / r) * up @ down      (so y = W x + (alpha / r) * up(down(x)), kohya's LoRAModule)
 
-- ``down``: a layer of the same kind as ``W`` with ``r`` outputs (a Conv2d keeps ``W``'s kernel, stride and
-  padding, so a 3x3 convolution gets a 3x3 ``down``: LoCon), initialised as kohya does (and Microsoft's loralib):
-  ``kaiming_uniform_(a=sqrt(5))``;
-- ``up``: a Linear (or 1x1 Conv2d) from ``r`` to ``W``'s outputs, initialised to **zero**, so training starts from
-  the base model exactly;
-- ``alpha / r`` the scale (alpha 0 or None: ``r``, scale 1); optional dropout on ``down(x)`` while training.
+- ``down`` (r, in) or (r, in, k, k): a Conv2d keeps ``W``'s kernel, so a 3x3 convolution gets a 3x3 ``down``
+  (LoCon), initialised as kohya's ``lora_down`` layer is (and Microsoft's loralib): ``kaiming_uniform_(a=sqrt(5))``;
+- ``up`` (out, r) or (out, r, 1, 1), initialised to **zero**, so training starts from the base model exactly;
+- ``alpha / r`` the scale (alpha 0 or None: ``r``, scale 1); optional ``rank_dropout`` while training.
 
 Where (kohya's targets, on our module paths, which are the diffusers ones):
 
@@ -20,19 +18,20 @@ Where (kohya's targets, on our module paths, which are the diffusers ones):
   time-embedding Linear and 1x1 shortcut with rank ``r``;
 - ``text``: every Linear of the text encoder's ``CLIPAttention`` and ``CLIPMLP`` (q/k/v/out_proj, fc1, fc2).
 
-The adapters run as forward hooks on the frozen layers while training. The sampling fast paths
-(:mod:`nanoldm.layers.fast`) read weights rather than call layers, so previews run inside :meth:`LoraNetwork.merged`:
-hooks off, ``scale * up @ down`` added to the weights, the original weights put back bit for bit afterwards.
+The adapters are weight parametrizations (``torch.nn.utils.parametrize``) of the frozen layers while attached:
+every reader of a weight sees ``W'``, the plain layers as well as the code that reads weights directly (the 1x1
+projections of a SpatialTransformer, the sampling fast paths of :mod:`nanoldm.layers.fast`), so training and the
+preview grids draw the same function. :meth:`LoraNetwork.detach` gives each layer its own weight back, bit for bit.
+Gradients reach only ``down`` and ``up``.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from nanoldm.finetune.lora_file import LoraModule, LoraWeights, lora_delta
 from nanoldm.layers.resample import Downsample, Upsample
@@ -54,7 +53,7 @@ class LoraSpec:
     targets: tuple[str, ...] = ("unet",)
     conv_rank: int | None = None
     conv_alpha: float | None = None
-    dropout: float | None = None
+    rank_dropout: float | None = None
 
     def __post_init__(self):
         for what, rank in (("rank", self.rank), ("conv rank", self.conv_rank)):
@@ -67,46 +66,41 @@ class LoraSpec:
         if unknown or not self.targets:
             raise ValueError(f"unknown LoRA target {unknown[0] if unknown else '(none)'!r}; choose from "
                              + ", ".join(TARGETS))
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"the LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.rank_dropout is not None and not 0 <= self.rank_dropout < 1:
+            raise ValueError(f"the LoRA rank dropout must be in [0, 1), got {self.rank_dropout}")
 
 
 class LoraAdapter(nn.Module):
-    """The low-rank path of one frozen layer (kohya's ``LoRAModule``). Shapes: down.weight (r, in) or
-    (r, in, k, k); up.weight (out, r) or (out, r, 1, 1)."""
+    """The low-rank update of one frozen layer, as a parametrization of its weight: W -> W + scale * up @ down.
+    Shapes: down (r, in) or (r, in, k, k); up (out, r) or (out, r, 1, 1)."""
 
-    def __init__(self, base: nn.Linear | nn.Conv2d, rank: int, alpha: float | None, dropout: float | None = None):
+    def __init__(self, base: nn.Linear | nn.Conv2d, rank: int, alpha: float | None, rank_dropout: float | None = None):
         super().__init__()
-        if isinstance(base, nn.Conv2d):
-            self.down = nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding, bias=False)
-            self.up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
-        else:
-            self.down = nn.Linear(base.in_features, rank, bias=False)
-            self.up = nn.Linear(rank, base.out_features, bias=False)
-        self.down.to(base.weight.device)
-        self.up.to(base.weight.device)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.up.weight)
+        out_features, in_shape = base.weight.shape[0], base.weight.shape[1:]
+        one_by_one = (1, 1) if base.weight.ndim == 4 else ()
+        kwargs = {"device": base.weight.device, "dtype": torch.float32}
+        self.down = nn.Parameter(torch.empty(rank, *in_shape, **kwargs))
+        self.up = nn.Parameter(torch.zeros(out_features, rank, *one_by_one, **kwargs))
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # as nn.Linear / nn.Conv2d initialise kohya's lora_down
         self.rank = rank
         self.alpha = float(rank if not alpha else alpha)  # kohya: alpha None or 0 means rank
         self.scale = self.alpha / rank
-        self.dropout = dropout
+        self.rank_dropout = rank_dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """scale * up(down(x)), the term added to the frozen layer's output. Shapes: the layer's input -> output."""
-        h = self.down(x)
-        if self.dropout and self.training:
-            h = F.dropout(h, p=self.dropout)
-        return self.up(h) * self.scale
-
-    def hook(self, layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        """A forward hook on the frozen layer: its output plus this path's."""
-        return output + self(args[0]).to(output.dtype)
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """The adapted weight. While training with ``rank_dropout`` p, each rank channel is dropped with
+        probability p (the rest scaled by 1 / (1 - p)), one draw per step. Shapes: W -> W."""
+        down = self.down
+        if self.rank_dropout and self.training:
+            keep = (torch.rand(self.rank, device=down.device) >= self.rank_dropout).to(down.dtype)
+            down = down * (keep / (1 - self.rank_dropout)).reshape(-1, *[1] * (down.ndim - 1))
+        live = LoraModule(down=down, up=self.up, alpha=self.alpha)
+        return weight + lora_delta(live, weight.shape).to(weight.dtype)
 
     def lora_module(self) -> LoraModule:
         """The trained weights as the file layer sees them (float32, CPU)."""
-        return LoraModule(down=self.down.weight.detach().float().cpu().clone(),
-                          up=self.up.weight.detach().float().cpu().clone(), alpha=self.alpha)
+        return LoraModule(down=self.down.detach().float().cpu().clone(), up=self.up.detach().float().cpu().clone(),
+                          alpha=self.alpha)
 
 
 def lora_targets(model: LatentDiffusion, spec: LoraSpec) -> dict[str, tuple[nn.Module, int, float | None]]:
@@ -141,50 +135,33 @@ class LoraNetwork(nn.Module):
         self.spec = spec
         self.paths = list(targets)
         self.layers = {path: layer for path, (layer, _, _) in targets.items()}
-        self.adapters = nn.ModuleDict({_key(path): LoraAdapter(layer, rank, alpha, spec.dropout)
+        self.adapters = nn.ModuleDict({_key(path): LoraAdapter(layer, rank, alpha, spec.rank_dropout)
                                        for path, (layer, rank, alpha) in targets.items()})
         if len(self.adapters) != len(self.paths):
             raise ValueError("two adapted layers have the same name once '.' is written '_'")
-        self._hooks: list = []
+        self._attached = False
 
     def adapter(self, path: str) -> LoraAdapter:
         return self.adapters[_key(path)]
 
     @property
     def attached(self) -> bool:
-        return bool(self._hooks)
+        return self._attached
 
     def attach(self) -> None:
-        """Hook every adapter onto its layer (training and plain forward passes see the LoRA)."""
-        if not self._hooks:
-            self._hooks = [self.layers[p].register_forward_hook(self.adapter(p).hook) for p in self.paths]
+        """Put every adapter on its layer's weight: every reader of the weight (plain calls, the sampling fast
+        paths) sees W + scale * up @ down."""
+        if not self._attached:
+            for p in self.paths:
+                parametrize.register_parametrization(self.layers[p], "weight", self.adapter(p), unsafe=True)
+            self._attached = True
 
     def detach(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-
-    @contextmanager
-    def merged(self):
-        """The LoRA merged into the frozen weights for the block (hooks off); on exit the weights are put back
-        bit for bit and the hooks as they were."""
-        was_attached = self.attached
-        self.detach()
-        saved = {p: self.layers[p].weight.detach().clone() for p in self.paths}
-        try:
-            with torch.no_grad():
-                for p in self.paths:
-                    weight = self.layers[p].weight
-                    adapter = self.adapter(p)
-                    live = LoraModule(down=adapter.down.weight, up=adapter.up.weight, alpha=adapter.alpha)
-                    weight += lora_delta(live, weight.shape).to(weight.dtype)
-            yield self
-        finally:
-            with torch.no_grad():
-                for p in self.paths:
-                    self.layers[p].weight.copy_(saved[p])
-            if was_attached:
-                self.attach()
+        """Give every layer its own weight back, bit for bit."""
+        if self._attached:
+            for p in self.paths:
+                parametrize.remove_parametrizations(self.layers[p], "weight", leave_parametrized=False)
+            self._attached = False
 
     def lora_weights(self) -> LoraWeights:
         """The trained adapters keyed by our module paths (``unet.…``, ``text_encoder.…``)."""
