@@ -11,21 +11,21 @@ Two ways to use a hypernetwork, as in A1111:
   (file stem or stored name), then the stems of the ``.safetensors`` / ``.pt`` files under ``folder``
   (``--hypernetwork-dir``); files are read on first use and kept.
 
-Other extra-network tags (``<lora:...>``, ...) are refused: they are not supported here.
+The tags reach it through :func:`nanoldm.finetune.extra_networks.extra_networks_applied`, which hands
+``<lora:...>`` tags to the LoRA library.
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from torch import nn
 
+from nanoldm.finetune.extra_networks import Tag, finite_number
 from nanoldm.finetune.hypernetwork import Hypernetwork, apply_hypernetworks
 from nanoldm.finetune.hypernetwork_file import load_hypernetwork
 from nanoldm.layers.attention import Attention
-from nanoldm.text.prompt import extract_extra_networks
 
 __all__ = ["HypernetworkLibrary", "parse_strength"]
 
@@ -35,6 +35,8 @@ SUFFIXES = (".safetensors", ".pt")  # in order of preference when both exist
 
 class HypernetworkLibrary:
     """A pipeline's hypernetworks: the explicitly loaded ones, a name index and the folder tags search."""
+
+    kinds = (TAG_KIND,)
 
     def __init__(self, unet: nn.Module, *, folder: str | Path | None = None):
         self.unet, self.folder = unet, folder
@@ -81,24 +83,19 @@ class HypernetworkLibrary:
         return found
 
     @contextmanager
-    def prompt_applied(self, prompt: str) -> Iterator[str]:
-        """Apply the prompt's ``<hypernet:...>`` tags for the duration of the block; yield the prompt without
-        tags. The UNet's hooks are put back as they were afterwards, even on error."""
-        text, tags = extract_extra_networks(prompt)
-        entries = []
-        for kind, name, args in tags:
-            if kind != TAG_KIND:
-                raise ValueError(f"<{kind}:{name}> in the prompt: {kind} extra networks are not supported, "
-                                 f"only <{TAG_KIND}:name:strength>")
-            entries.append((self.find(name), parse_strength(args[0] if args else 1.0, name)))
+    def applied(self, tags: list[Tag]) -> Iterator[dict[str, str]]:
+        """Apply the prompt's ``<hypernet:name:strength>`` tags (``tags``: (name, args) each) after the loaded
+        hypernetworks for the duration of the block; yield the infotext fields. The UNet's hooks are put back as
+        they were afterwards, even on error."""
+        entries = [(self.find(name), parse_strength(args[0] if args else 1.0, name)) for name, args in tags]
         if not entries:
-            yield text
+            yield self.infotext()
             return
         attentions = [m for m in self.unet.modules() if isinstance(m, Attention)]
         previous = [a.context_hook for a in attentions]
         apply_hypernetworks(self.unet, [*self.loaded, *entries])
         try:
-            yield text
+            yield self.infotext()
         finally:
             for attention, hook in zip(attentions, previous):
                 attention.context_hook = hook
@@ -116,10 +113,4 @@ class HypernetworkLibrary:
 
 def parse_strength(value, name: str) -> float:
     """A finite float, or a clear error naming the hypernetwork."""
-    try:
-        strength = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"hypernetwork {name!r}: strength {value!r} is not a number") from None
-    if not math.isfinite(strength):
-        raise ValueError(f"hypernetwork {name!r}: strength must be finite, got {value!r}")
-    return strength
+    return finite_number(value, f"hypernetwork {name!r}: strength")

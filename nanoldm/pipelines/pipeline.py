@@ -13,7 +13,9 @@ from PIL import Image
 from nanoldm.builtin import builtin_model_path
 from nanoldm.checkpoint.load import load_model
 from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.finetune.extra_networks import extra_networks_applied
 from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
+from nanoldm.finetune.lora_library import LoraLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
@@ -33,9 +35,10 @@ class Pipeline:
 
     def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, model_path: str | Path | None = None,
-                 hypernetwork_dir: str | Path | None = None):
+                 hypernetwork_dir: str | Path | None = None, lora_dir: str | Path | None = None):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.hypernetworks = HypernetworkLibrary(model.unet, folder=hypernetwork_dir)  # also <hypernet:name:w> tags
+        self.loras = LoraLibrary(model.modules(), model.config, folder=lora_dir)  # also <lora:name:w> tags
         self.device, self.dtype = torch.device(device), dtype
         self.schedule = NoiseSchedule.from_config(model.config.schedule)
         self.model_path = Path(model_path) if model_path else None
@@ -77,7 +80,7 @@ class Pipeline:
                              f"they must be the same size")
         opts = self._resolve(opts, image)
         size, parts = (opts.width, opts.height), self.parts()
-        with self.hypernetworks.prompt_applied(opts.prompt) as text:
+        with extra_networks_applied(opts.prompt, (self.hypernetworks, self.loras)) as (text, fields):
             run = dataclasses.replace(opts, prompt=text)
             if image is None:
                 images, seeds = txt2img(parts, run, progress=progress)
@@ -86,12 +89,22 @@ class Pipeline:
             else:
                 images, seeds = inpaint(parts, pil_to_tensor([image], size), mask_to_tensor(mask, size), run,
                                         progress=progress, overlay=overlay)
-        return self._finish(images, seeds, opts, None if image is None else opts.strength)
+        return self._finish(images, seeds, opts, None if image is None else opts.strength, fields)
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
         """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any
         loaded before); ``self.hypernetworks.clear()`` takes them all off. Returns the ``Hypernetwork``."""
         return self.hypernetworks.load(path, strength)
+
+    def load_lora(self, path: str | Path, weight: float = 1.0, *, te_weight: float | None = None):
+        """Merge a LoRA (kohya / A1111 or diffusers ``.safetensors``) into the weights for every generation from
+        now on (after any loaded before); ``te_weight``: the text encoder's multiplier (default ``weight``).
+        Returns the ``ActiveLora``. A file that does not fit is a clear error and changes nothing."""
+        return self.loras.load(path, weight, te_weight=te_weight)
+
+    def unload_loras(self) -> None:
+        """Take every LoRA off: the weights they changed come back bitwise."""
+        self.loras.unload()
 
     def load_textual_inversion(self, path: str | Path, token: str | None = None) -> str:
         """Add a textual-inversion embedding (A1111 ``.pt``/``.safetensors``, diffusers ``learned_embeds``) under
@@ -108,7 +121,7 @@ class Pipeline:
         return opts
 
     def _finish(self, images: torch.Tensor, seeds: list[int], opts: GenerateOptions,
-                strength: float | None) -> list[Image.Image]:
+                strength: float | None, fields: dict[str, str]) -> list[Image.Image]:
         out = tensor_to_pil(images)
         for im, seed in zip(out, seeds):
             params = generation_params(
@@ -116,7 +129,7 @@ class Pipeline:
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip,
-                extra={**({"Eta": opts.eta} if opts.eta else {}), **self.hypernetworks.infotext()})
+                extra={**({"Eta": opts.eta} if opts.eta else {}), **fields})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

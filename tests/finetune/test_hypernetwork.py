@@ -209,8 +209,8 @@ def test_unknown_names_other_tags_and_bad_strengths_are_clear_errors(model, tmp_
     pipe = Pipeline(model, hypernetwork_dir=tmp_path)
     with pytest.raises(ValueError, match=r"unknown hypernetwork 'nope'.*known: style"):
         pipe.txt2img("a cat <hypernet:nope:1>", **GEN)
-    with pytest.raises(ValueError, match="lora extra networks are not supported"):
-        pipe.txt2img("a cat <lora:ink:0.5>", **GEN)
+    with pytest.raises(ValueError, match="foo extra networks are not supported, only <hypernet:name:...>, <lora"):
+        pipe.txt2img("a cat <foo:ink:0.5>", **GEN)
     with pytest.raises(ValueError, match="'abc' is not a number"):
         pipe.txt2img("a cat <hypernet:style:abc>", **GEN)
     with pytest.raises(ValueError, match="no hypernetwork folder"):
