@@ -7,6 +7,7 @@ import torch
 
 from nanoldm.checkpoint.load import load_model
 from nanoldm.data.sources import ImageSource
+from nanoldm.finetune.lora import ActiveLora, LoraStack
 from nanoldm.finetune.lora_file import read_lora
 from nanoldm.training.lora import LoraTraining, train_lora
 from nanoldm.training.lora_network import LoraNetwork, LoraSpec
@@ -75,3 +76,14 @@ def test_peft_file_loads_in_diffusers_as_trained(trained):
     pipe.load_lora_weights(str(files["diffusers"].parent), weight_name=files["diffusers"].name)
     for a, b in zip(ours, outputs(pipe.unet, pipe.text_encoder, diffusers=True)):
         assert (a - b).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_nanoldm_applies_the_exported_file_as_trained(trained, fmt):
+    """Read back and merged into the weights (what ``<lora:...>`` and ``pipe.load_lora`` do), the file draws what
+    the adapters drew in training."""
+    folder, ours, files = trained
+    model = load_model(folder)
+    LoraStack(model.modules()).apply([ActiveLora(fmt, read_lora(files[fmt], model.config)[0])])
+    for a, b in zip(ours, outputs(model.unet, model.text_encoder, diffusers=False)):
+        assert (a - b).abs().max() <= 1e-5
