@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from nanoldm.checkpoint.formats import write_text
 from nanoldm.data.latents import LatentCache
 from nanoldm.data.sources import Captions, ImageSource
 from nanoldm.finetune.lora_file import FORMATS, save_lora
@@ -44,7 +45,7 @@ RUN_FILE = "lora_run.json"  # what the exported file records of the run that a r
 
 
 class LoraTask(LDMTask):
-    """The LDM task with the UNet and text encoder frozen and ``network``'s adapters hooked onto them;
+    """The LDM task with the UNet and text encoder frozen and ``network``'s adapters on their weights;
     ``modules()`` is the network alone. ``captions`` (one per cached image) are needed when the text encoder is
     adapted. Call :meth:`finish` after training to take the adapters off the model."""
 
@@ -120,7 +121,7 @@ def run_started_at(out: Path, resume: bool) -> float:
         return float(json.loads(path.read_text())["training_started_at"])
     started = now()
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"training_started_at": started}) + "\n")
+    write_text(path, json.dumps({"training_started_at": started}) + "\n")
     return started
 
 

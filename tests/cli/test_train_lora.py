@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nanoldm.checkpoint.formats import read_tensors
+from nanoldm.checkpoint.load import load_model
 from nanoldm.checkpoint.save import save_model
 from nanoldm.cli.__main__ import main
 from nanoldm.finetune.lora_file import read_lora
@@ -34,17 +35,11 @@ def test_resumed_run_writes_the_same_file(base, tmp_path, monkeypatch):
     # two writes of one file may differ in that order)
     (a, meta_a), (b, meta_b) = (read_tensors(run / "mine.safetensors") for run in (whole, cut))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and meta_a == meta_b
-    weights, meta = read_lora(cut / "mine.safetensors", read_config(base))
+    weights, meta = read_lora(cut / "mine.safetensors", load_model(base).config)
     assert meta["ss_steps"] == "3" and meta["ss_network_dim"] == "2" and meta["ss_network_alpha"] == "1.0"
     assert meta["ss_network_args"] == '{"conv_dim": "2", "conv_alpha": "2", "rank_dropout": "0.25"}'
     assert meta["ss_sd_model_name"] == "base.safetensors" and len(meta["ss_sd_model_hash"]) == 8
     assert any(".resnets." in p for p in weights) and not any(p.startswith("text_encoder.") for p in weights)
-
-
-def read_config(path):
-    from nanoldm.checkpoint.load import load_model  # only for its config
-
-    return load_model(path).config
 
 
 @pytest.mark.parametrize("flags, message", [
