@@ -2,6 +2,7 @@
 ``peft``) to the UNet and text-encoder outputs of our adapters (<= 1e-4), in kohya's layout and in PEFT's."""
 from __future__ import annotations
 
+import peft  # noqa: F401  (test-only dependency: diffusers' load_lora_weights needs it)
 import pytest
 import torch
 
@@ -14,8 +15,6 @@ from nanoldm.training.lora_network import LoraNetwork, LoraSpec
 from nanoldm.training.loop import TrainConfig
 from tests.conftest import TINY
 from tests.reference import write_reference_folder
-
-pytest.importorskip("peft")
 
 SPEC = LoraSpec(rank=2, alpha=1, conv_rank=2, conv_alpha=4, targets=("unet", "text"))
 
