@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "loaded under --token")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH", help="hypernetwork(s) to apply")
     p.add_argument("--hypernetwork-strength", type=float, default=1.0)
+    p.add_argument("--lora", action="append", default=[], metavar="PATH", help="LoRA file(s) to apply (kohya / PEFT)")
+    p.add_argument("--lora-weight", type=float, default=1.0, help="their weight (0: the model without them)")
     p.add_argument("--style", default=None, choices=tuple(STYLES),
                    help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
     p.add_argument("--condition", default=None, metavar="PATH",
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         load_embeddings(pipe.model, args.embeddings, token=args.token if Path(args.embeddings).is_file() else None)
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
+    for path in args.lora:
+        pipe.load_lora(path, args.lora_weight)
     settings = EvalSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)})
     counts = PromptCounts(singles=args.singles, pairs=args.pairs, held_out=args.held_out_count,
                           concept=args.concept_count)

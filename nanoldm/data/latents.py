@@ -133,7 +133,9 @@ def build_latent_cache(pixels: torch.Tensor, captions: list[str], model: LatentD
         raise ValueError(f"{len(pixels)} images but {len(captions)} captions")
     if len(pixels) == 0:
         raise ValueError("no images to encode")
-    mean, std = encode_images(model, pixels, progress=progress)
+    # contiguous, as a cache read back from its file is: the encoder's packed convolutions hand back channels-last
+    # tensors, and a UNet fed those rounds differently, so a run that built its cache would not match its resumption
+    mean, std = (t.contiguous() for t in encode_images(model, pixels, progress=progress))
     contexts, caption_index, empty = encode_captions(model, captions)
     return LatentCache(mean, std, contexts, caption_index, empty)
 
