@@ -26,6 +26,7 @@ from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
 from nanoldm.samplers.brownian import BrownianNoise
+from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
 
 PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round"}  # how each tool makes 8-bit pixels
@@ -42,6 +43,7 @@ class SamplingPlan:
     quantize: bool
     run: Callable
     schedule_label: str | None = None
+    timestep: Callable | None = None  # the Denoiser's sigma -> timestep, when not the schedule's (LCM)
 
 
 def a1111_img2img_steps(steps: int, strength: float, hires_steps: int | None = None) -> tuple[int, int]:
@@ -76,6 +78,10 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
         schedule_key(opts.scheduler)  # an unknown schedule type is an error in every mode
         return _diffusers_plan(schedule, opts, noise, img2img)
     spec, scheduler = found
+    timestep = None
+    if spec.lcm:  # A1111's LCMCompVisDenoiser: LCM's 50 steps stand in for the model's schedule
+        schedule, num_train = lcm_schedule(schedule), schedule.num_train_timesteps
+        timestep = LCMTimesteps(schedule, num_train)
     if not img2img:
         sigmas = spec.sigmas(schedule, opts.steps, scheduler)
         run_sigmas = uniform(schedule, opts.steps) if spec.model_range else sigmas
@@ -89,10 +95,11 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
                                                  device=noise.device, dtype=noise.dtype)
 
     def run(denoiser, x, cond, callback):
+        denoiser = LCMBoundary(denoiser, timestep) if spec.lcm else denoiser
         return spec.fn(denoiser, x, run_sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
 
     start = run_sigmas[0] if img2img else sigmas[0]
-    return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler))
+    return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler), timestep)
 
 
 def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, img2img: bool) -> SamplingPlan:

@@ -17,6 +17,7 @@ a "Schedule type" become a sampler function and its noise levels (``sd_samplers.
     DPM fast           sample_dpm_fast             Uniform             the model's sigma range, n = steps
     DPM adaptive       sample_dpm_adaptive         Uniform             the model's sigma range, adaptive steps
     Restart            sample_restart              Karras
+    LCM                sample_lcm                  Uniform             ancestral noise; LCM's 50-step schedule
 
 "Penultimate sigma dropped": the schedule is made for steps + 1 and its next-to-last level removed. Every
 sampler with an ``eta`` runs with A1111's default eta of 1 ("Eta for ancestral samplers").
@@ -36,6 +37,7 @@ from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
 from nanoldm.samplers.restart import sample_restart
 from nanoldm.samplers.schedules import SCHEDULE_NAMES, schedule_key, schedule_sigmas
@@ -53,6 +55,7 @@ class A1111Sampler:
     discard_penultimate: bool = False
     brownian: bool = False
     model_range: bool = False
+    lcm: bool = False  # sampled on lcm_schedule(schedule), through LCMBoundary (samplers/lcm.py)
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
 
@@ -93,6 +96,7 @@ A1111_SAMPLERS: dict[str, A1111Sampler] = {s.name: s for s in (
     A1111Sampler("DPM fast", sample_dpm_fast, model_range=True, options=_ETA, aliases=("k_dpm_fast",)),
     A1111Sampler("DPM adaptive", sample_dpm_adaptive, model_range=True, options=_ETA, aliases=("k_dpm_ad",)),
     A1111Sampler("Restart", sample_restart, "Karras", aliases=("restart",)),
+    A1111Sampler("LCM", sample_lcm, lcm=True, aliases=("k_lcm",)),
 )}
 A1111_SAMPLER_NAMES: tuple[str, ...] = tuple(A1111_SAMPLERS)
 _BY_KEY = {key.lower(): s for s in A1111_SAMPLERS.values() for key in (s.name, *s.aliases)}
