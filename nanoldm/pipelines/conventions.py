@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from nanoldm.diffusion.schedule import NoiseSchedule
-from nanoldm.options import LIKES, GenerateOptions
+from nanoldm.options import GenerateOptions
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
@@ -91,8 +91,8 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
         run_sigmas = sigmas[steps - t_enc - 1:]
     options = dict(spec.options)
     if spec.brownian:  # one tree per image over the whole schedule's range
-        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(), sigmas.max(), noise.seeds,
-                                                 device=noise.device, dtype=noise.dtype)
+        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
+                                                 sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)
 
     def run(denoiser, x, cond, callback):
         denoiser = LCMBoundary(denoiser, timestep) if spec.lcm else denoiser
