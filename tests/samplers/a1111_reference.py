@@ -11,6 +11,7 @@ file path, with ``utils.append_dims`` (the one helper they use) provided here.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -311,8 +312,6 @@ def a1111_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, steps
     func = {"restart": restart_sampler, "lcm": sample_lcm}.get(funcname) or getattr(sampling, funcname)
     sampling.torch = TorchHijack(generators)
     try:
-        import inspect
-
         parameters = inspect.signature(func).parameters
         kwargs = {}
         if "eta" in parameters:
