@@ -88,7 +88,8 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
     else:
         steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
         sigmas = spec.sigmas(schedule, steps, scheduler)
-        run_sigmas = sigmas[steps - t_enc - 1:]
+        # strength 0 re-runs nothing (A1111 would still run its last step; nanoldm keeps the image as it is)
+        run_sigmas = sigmas[steps - t_enc - 1:] if opts.strength > 0 else sigmas[-1:]
     options = dict(spec.options)
     if spec.brownian:  # one tree per image over the whole schedule's range
         options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),

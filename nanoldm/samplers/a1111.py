@@ -99,19 +99,27 @@ A1111_SAMPLERS: dict[str, A1111Sampler] = {s.name: s for s in (
     A1111Sampler("LCM", sample_lcm, lcm=True, aliases=("k_lcm",)),
 )}
 A1111_SAMPLER_NAMES: tuple[str, ...] = tuple(A1111_SAMPLERS)
-_BY_KEY = {key.lower(): s for s in A1111_SAMPLERS.values() for key in (s.name, *s.aliases)}
+
+
+def _key(name: str) -> str:
+    """Case, spaces and "++" folded: "DPM++ 2M Karras", "dpmpp_2m_karras" -> "dpmpp_2m_karras"."""
+    return str(name).strip().lower().replace("++", "pp").replace(" ", "_")
+
+
+_BY_KEY = {_key(key): s for s in A1111_SAMPLERS.values() for key in (s.name, *s.aliases)}
 
 
 def find_a1111_sampler(name: str, scheduler: str = "Automatic") -> tuple[A1111Sampler, str] | None:
-    """(sampler, schedule type) for an A1111 name, a k_ alias or a legacy "<sampler> <Schedule type>" name
+    """(sampler, schedule type) for an A1111 name, its snake_case id ("dpmpp_2m"), a k_ alias or a legacy
+    "<sampler> <Schedule type>" name
     ("DPM++ 2M Karras" -> DPM++ 2M, Karras: the name's schedule wins over an Automatic ``scheduler``);
     None for a name A1111's k-diffusion list does not have."""
-    key = str(name).strip().lower()
+    key = _key(name)
     scheduler = schedule_key(scheduler)
     if key in _BY_KEY:
         return _BY_KEY[key], scheduler
     for label in SCHEDULE_NAMES[1:]:
-        suffix = " " + label.lower()
+        suffix = "_" + _key(label)
         if key.endswith(suffix) and key[: -len(suffix)] in _BY_KEY:
             return _BY_KEY[key[: -len(suffix)]], label if scheduler == "Automatic" else scheduler
     return None
