@@ -45,20 +45,22 @@ class Denoiser:
 
     ``unet`` is any callable ``unet(x_t, t, context, class_labels=None) -> (B, C, h, w)``.
     ``quantize=True`` rounds the timestep the UNet sees to the nearest integer (k-diffusion's ``quantize``;
-    diffusers' DPM-Solver with Karras sigmas does this); sigma itself is never rounded.
+    diffusers' DPM-Solver with Karras sigmas does this); sigma itself is never rounded. ``timestep``, when given,
+    maps sigma (B,) float64 -> the UNet's timesteps (B,) instead (LCM asks only at its distilled steps).
     """
 
     def __init__(self, unet, schedule: NoiseSchedule, prediction_type: PredictionType = PredictionType.EPSILON,
-                 *, quantize: bool = False):
+                 *, quantize: bool = False, timestep=None):
         self.unet, self.schedule = unet, schedule
         self.prediction_type, self.quantize = PredictionType(prediction_type), quantize
+        self.timestep = timestep
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """Shapes: x (B, C, h, w), sigma float, 0-d or (B,) -> denoised (B, C, h, w)."""
         B = x.shape[0]
         # 1. one noise level per image, and the UNet's timestep for it
         sigma = torch.as_tensor(sigma).detach().cpu().double().reshape(-1).expand(B)  # (B,)
-        t = self.schedule.sigma_to_t(sigma)
+        t = self.schedule.sigma_to_t(sigma) if self.timestep is None else self.timestep(sigma)
         t = (t.round() if self.quantize else t).to(x.device, torch.float32)  # (B,)
         s = sigma.to(x.device, x.dtype).reshape(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1)
         # 2. VP-space input, then the extra channels, which are never scaled

@@ -21,11 +21,12 @@ from typing import Callable
 import torch
 
 from nanoldm.diffusion.schedule import NoiseSchedule
-from nanoldm.options import LIKES, GenerateOptions
+from nanoldm.options import GenerateOptions
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
 from nanoldm.samplers.brownian import BrownianNoise
+from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
 
 PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round"}  # how each tool makes 8-bit pixels
@@ -42,6 +43,7 @@ class SamplingPlan:
     quantize: bool
     run: Callable
     schedule_label: str | None = None
+    timestep: Callable | None = None  # the Denoiser's sigma -> timestep, when not the schedule's (LCM)
 
 
 def a1111_img2img_steps(steps: int, strength: float, hires_steps: int | None = None) -> tuple[int, int]:
@@ -76,23 +78,29 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
         schedule_key(opts.scheduler)  # an unknown schedule type is an error in every mode
         return _diffusers_plan(schedule, opts, noise, img2img)
     spec, scheduler = found
+    timestep = None
+    if spec.lcm:  # A1111's LCMCompVisDenoiser: LCM's 50 steps stand in for the model's schedule
+        schedule, num_train = lcm_schedule(schedule), schedule.num_train_timesteps
+        timestep = LCMTimesteps(schedule, num_train)
     if not img2img:
         sigmas = spec.sigmas(schedule, opts.steps, scheduler)
         run_sigmas = uniform(schedule, opts.steps) if spec.model_range else sigmas
     else:
         steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
         sigmas = spec.sigmas(schedule, steps, scheduler)
-        run_sigmas = sigmas[steps - t_enc - 1:]
+        # strength 0 re-runs nothing (A1111 would still run its last step; nanoldm keeps the image as it is)
+        run_sigmas = sigmas[steps - t_enc - 1:] if opts.strength > 0 else sigmas[-1:]
     options = dict(spec.options)
     if spec.brownian:  # one tree per image over the whole schedule's range
-        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(), sigmas.max(), noise.seeds,
-                                                 device=noise.device, dtype=noise.dtype)
+        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
+                                                 sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)
 
     def run(denoiser, x, cond, callback):
+        denoiser = LCMBoundary(denoiser, timestep) if spec.lcm else denoiser
         return spec.fn(denoiser, x, run_sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
 
     start = run_sigmas[0] if img2img else sigmas[0]
-    return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler))
+    return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler), timestep)
 
 
 def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, img2img: bool) -> SamplingPlan:

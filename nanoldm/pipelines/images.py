@@ -76,7 +76,9 @@ def tensor_to_pil(x: torch.Tensor, rounding: str = "round") -> list[Image.Image]
     (diffusers: ``(x / 2 + 0.5) * 255`` rounded) or "truncate" (A1111: ``(255 * ((x + 1) / 2)).astype(uint8)``)."""
     if rounding == "truncate":
         x = ((x.detach().float().cpu() + 1.0) / 2.0).clamp(0, 1)
-        arr = (255.0 * x.permute(0, 2, 3, 1).numpy()).astype(np.uint8)
+        # a value a float rounding below a level is that level: pixels that came in as 8 bits (inpainting's
+        # overlay of the original) go back out unchanged; A1111 pastes those in PIL instead
+        arr = (255.0 * x.permute(0, 2, 3, 1).numpy() + 1e-4).astype(np.uint8)
         return [Image.fromarray(a) for a in arr]
     if rounding != "round":
         raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")

@@ -93,7 +93,8 @@ def sample_latents(parts: ModelParts, opts: GenerateOptions, noise: ImageNoise, 
             return init_latents
         start_noise = noise()
         x = init_latents + start_noise * sampling.start_sigma
-    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=sampling.quantize)
+    denoiser = Denoiser(parts.unet, parts.schedule, parts.prediction_type, quantize=sampling.quantize,
+                        timestep=sampling.timestep)
     if repaint_mask is not None:
         denoiser = KnownRegion(denoiser, init_latents, repaint_mask, start_noise)
     steps = len(sampling.sigmas) - 1

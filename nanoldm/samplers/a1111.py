@@ -17,6 +17,7 @@ a "Schedule type" become a sampler function and its noise levels (``sd_samplers.
     DPM fast           sample_dpm_fast             Uniform             the model's sigma range, n = steps
     DPM adaptive       sample_dpm_adaptive         Uniform             the model's sigma range, adaptive steps
     Restart            sample_restart              Karras
+    LCM                sample_lcm                  Uniform             ancestral noise; LCM's 50-step schedule
 
 "Penultimate sigma dropped": the schedule is made for steps + 1 and its next-to-last level removed. Every
 sampler with an ``eta`` runs with A1111's default eta of 1 ("Eta for ancestral samplers").
@@ -36,6 +37,7 @@ from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
 from nanoldm.samplers.restart import sample_restart
 from nanoldm.samplers.schedules import SCHEDULE_NAMES, schedule_key, schedule_sigmas
@@ -53,6 +55,7 @@ class A1111Sampler:
     discard_penultimate: bool = False
     brownian: bool = False
     model_range: bool = False
+    lcm: bool = False  # sampled on lcm_schedule(schedule), through LCMBoundary (samplers/lcm.py)
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
 
@@ -93,21 +96,30 @@ A1111_SAMPLERS: dict[str, A1111Sampler] = {s.name: s for s in (
     A1111Sampler("DPM fast", sample_dpm_fast, model_range=True, options=_ETA, aliases=("k_dpm_fast",)),
     A1111Sampler("DPM adaptive", sample_dpm_adaptive, model_range=True, options=_ETA, aliases=("k_dpm_ad",)),
     A1111Sampler("Restart", sample_restart, "Karras", aliases=("restart",)),
+    A1111Sampler("LCM", sample_lcm, lcm=True, aliases=("k_lcm",)),
 )}
 A1111_SAMPLER_NAMES: tuple[str, ...] = tuple(A1111_SAMPLERS)
-_BY_KEY = {key.lower(): s for s in A1111_SAMPLERS.values() for key in (s.name, *s.aliases)}
+
+
+def _key(name: str) -> str:
+    """Case, spaces and "++" folded: "DPM++ 2M Karras", "dpmpp_2m_karras" -> "dpmpp_2m_karras"."""
+    return str(name).strip().lower().replace("++", "pp").replace(" ", "_")
+
+
+_BY_KEY = {_key(key): s for s in A1111_SAMPLERS.values() for key in (s.name, *s.aliases)}
 
 
 def find_a1111_sampler(name: str, scheduler: str = "Automatic") -> tuple[A1111Sampler, str] | None:
-    """(sampler, schedule type) for an A1111 name, a k_ alias or a legacy "<sampler> <Schedule type>" name
+    """(sampler, schedule type) for an A1111 name, its snake_case id ("dpmpp_2m"), a k_ alias or a legacy
+    "<sampler> <Schedule type>" name
     ("DPM++ 2M Karras" -> DPM++ 2M, Karras: the name's schedule wins over an Automatic ``scheduler``);
     None for a name A1111's k-diffusion list does not have."""
-    key = str(name).strip().lower()
+    key = _key(name)
     scheduler = schedule_key(scheduler)
     if key in _BY_KEY:
         return _BY_KEY[key], scheduler
     for label in SCHEDULE_NAMES[1:]:
-        suffix = " " + label.lower()
+        suffix = "_" + _key(label)
         if key.endswith(suffix) and key[: -len(suffix)] in _BY_KEY:
             return _BY_KEY[key[: -len(suffix)]], label if scheduler == "Automatic" else scheduler
     return None

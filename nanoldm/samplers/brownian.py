@@ -4,6 +4,8 @@ W(sigma), so it does not depend on how the steps cut the interval, and a path pe
 whatever the batch it is in (k-diffusion's ``BrownianTreeNoiseSampler`` with a list of seeds, as A1111 seeds it)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchsde
 
@@ -27,5 +29,7 @@ class BrownianNoise:
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         lo, hi = sorted((torch.as_tensor(sigma).cpu().float(), torch.as_tensor(sigma_next).cpu().float()))
         sign = 1.0 if float(sigma) < float(sigma_next) else -1.0
-        w = torch.stack([tree(lo, hi) for tree in self.trees]) if self.batched else self.trees[0](lo, hi)
+        with warnings.catch_warnings():  # levels recomputed from log sigma land an ulp outside the tree's range
+            warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
+            w = torch.stack([tree(lo, hi) for tree in self.trees]) if self.batched else self.trees[0](lo, hi)
         return (w * sign / (hi - lo).sqrt()).to(self.device, self.dtype)

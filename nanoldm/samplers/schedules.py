@@ -22,7 +22,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.special import betaincinv
 
 from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.samplers.sigmas import karras_sigmas
@@ -120,6 +119,8 @@ def ddim(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
 
 
 def beta(schedule: NoiseSchedule, steps: int, alpha: float = BETA_ALPHA, b: float = BETA_BETA) -> torch.Tensor:
+    from scipy.special import betaincinv  # here, not at the top: scipy's import would slow every `nanoldm --help`
+
     s = _float32_sigmas(schedule)
     lo, hi = s[0].item(), s[-1].item()
     quantiles = betaincinv(alpha, b, 1 - np.linspace(0, 1, steps))  # the Beta distribution's ppf

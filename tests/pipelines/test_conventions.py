@@ -20,8 +20,7 @@ def _noise():
     return ImageNoise([1, 2], (4, 2, 2))
 
 
-@pytest.mark.parametrize("steps, strength, t_enc", [(20, 0.75, 15), (20, 0.6, 12), (10, 1.0, 9), (7, 0.3, 2),
-                                                   (20, 0.0, 0)])
+@pytest.mark.parametrize("steps, strength, t_enc", [(20, 0.75, 15), (20, 0.6, 12), (10, 1.0, 9), (7, 0.3, 2)])
 def test_a1111_img2img_runs_sigmas_from_steps_minus_t_enc_minus_1(steps, strength, t_enc):
     """``setup_img2img_steps``: t_enc = int(min(strength, 0.999) * steps); the sampler runs t_enc + 1 steps on
     ``sigmas[steps - t_enc - 1:]`` and the init latents are noised to its first level."""
@@ -32,6 +31,12 @@ def test_a1111_img2img_runs_sigmas_from_steps_minus_t_enc_minus_1(steps, strengt
         got = plan(SD, opts, _noise(), img2img=True)
         torch.testing.assert_close(got.sigmas, full[steps - t_enc - 1:], rtol=0, atol=0)
         assert got.start_sigma == full[steps - t_enc - 1] and len(got.sigmas) - 1 == t_enc + 1
+
+
+def test_strength_zero_reruns_nothing():
+    """A1111 would still run its last step; nanoldm keeps the image (one level: sample_latents returns the init)."""
+    assert a1111_img2img_steps(20, 0.0) == (20, 0)
+    assert len(plan(SD, GenerateOptions(sampler="Euler", steps=20, strength=0.0), _noise(), img2img=True).sigmas) == 1
 
 
 def test_hires_steps_stretch_the_schedule():

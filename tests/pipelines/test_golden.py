@@ -33,10 +33,10 @@ GOLDEN = {
 # test_golden` on the commit that made them the default; the hashes above are the diffusers conventions' (like=
 # "diffusers"), unchanged
 GOLDEN_A1111 = {
-    'txt2img Euler a': 'ae1a53516f2edbd3',
+    'txt2img Euler a': '329c5e3d32866dea',
     'txt2img DPM++ 2M': 'd13b4f23761eb47d',
     'txt2img DPM++ 2M SDE': 'f1f58ff1f331fba8',
-    'img2img': 'a234163b7577e289',
+    'img2img': '9bc77c518e85d2d2',
 }
 
 

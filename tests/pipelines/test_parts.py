@@ -9,6 +9,7 @@ from nanoldm.config import ModelConfig
 from nanoldm.diffusion.denoiser import Conditioning
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.pipeline import Pipeline
@@ -55,9 +56,9 @@ def test_the_one_path_is_what_txt2img_runs(pipe):
     (want,) = pipe.generate(opts, progress=False)
     parts = pipe.parts()
     latents = sample_latents(parts, opts, parts.noise([5], 16, 16), conditioning(parts, opts))
-    assert tensor_to_pil(decode(parts, latents))[0].tobytes() == want.tobytes()
+    assert tensor_to_pil(decode(parts, latents), PIXEL_ROUNDING[opts.like])[0].tobytes() == want.tobytes()
     cond, uncond = encode_prompt_pair(parts.text_encoder, parts.tokenizer, "a red circle", "")
-    (got,) = tensor_to_pil(sample_contexts(parts, opts, cond, uncond, [5]))
+    (got,) = tensor_to_pil(sample_contexts(parts, opts, cond, uncond, [5]), PIXEL_ROUNDING[opts.like])
     assert got.tobytes() == want.tobytes()
 
 

@@ -11,6 +11,7 @@ file path, with ``utils.append_dims`` (the one helper they use) provided here.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -166,6 +167,7 @@ SAMPLERS = {  # name: (k-diffusion function, options) as samplers_k_diffusion li
     "DPM fast": ("sample_dpm_fast", {}),
     "DPM adaptive": ("sample_dpm_adaptive", {}),
     "Restart": ("restart", {"scheduler": "karras"}),
+    "LCM": ("lcm", {}),  # modules/sd_samplers_lcm.py: samplers_data_lcm
 }
 LABELS = {"karras": "Karras", "exponential": "Exponential"}
 
@@ -242,20 +244,74 @@ def restart_sampler(model, x, sigmas, extra_args=None, callback=None, disable=No
     return x
 
 
+class LCMCompVisDenoiser(external.DiscreteEpsDDPMDenoiser):
+    """``modules/sd_samplers_lcm.LCMCompVisDenoiser`` (A1111 1.10)."""
+
+    def __init__(self, model):
+        timesteps, original_timesteps = 1000, 50
+        self.skip_steps = timesteps // original_timesteps
+        alphas_cumprod_valid = torch.zeros((original_timesteps), dtype=torch.float32)
+        for x in range(original_timesteps):
+            alphas_cumprod_valid[original_timesteps - 1 - x] = model.alphas_cumprod[timesteps - 1 - x * self.skip_steps]
+        super().__init__(model, alphas_cumprod_valid, quantize=None)
+
+    def get_sigmas(self, n=None):
+        if n is None:
+            return sampling.append_zero(self.sigmas.flip(0))
+        start, end = self.sigma_to_t(self.sigma_max), self.sigma_to_t(self.sigma_min)
+        return sampling.append_zero(self.t_to_sigma(torch.linspace(start, end, n)))
+
+    def sigma_to_t(self, sigma, quantize=None):
+        dists = sigma.log() - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape) * self.skip_steps + (self.skip_steps - 1)
+
+    def t_to_sigma(self, timestep):
+        t = torch.clamp(((timestep - (self.skip_steps - 1)) / self.skip_steps).float(), min=0,
+                        max=(len(self.sigmas) - 1))
+        return super().t_to_sigma(t)
+
+    def get_eps(self, *args, **kwargs):
+        return self.inner_model.apply_model(*args, **kwargs)
+
+    def get_scaled_out(self, sigma, output, input):
+        sigma_data = 0.5
+        scaled_timestep = self.sigma_to_t(sigma)[:, None, None, None] * 10.0
+        c_skip = sigma_data**2 / (scaled_timestep**2 + sigma_data**2)
+        c_out = scaled_timestep / (scaled_timestep**2 + sigma_data**2) ** 0.5
+        return c_out * output + c_skip * input
+
+    def forward(self, input, sigma, **kwargs):
+        c_out, c_in = [x[:, None, None, None] for x in self.get_scalings(sigma)]
+        eps = self.get_eps(input * c_in, self.sigma_to_t(sigma), **kwargs)
+        return self.get_scaled_out(sigma, input + eps * c_out, input)
+
+
+def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """``modules/sd_samplers_lcm.sample_lcm``."""
+    extra_args = {} if extra_args is None else extra_args
+    noise_sampler = sampling.default_noise_sampler(x) if noise_sampler is None else noise_sampler
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x += sigmas[i + 1] * noise_sampler(sigmas[i], sigmas[i + 1])
+    return x
+
+
 def a1111_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, steps: int, seeds: list[int],
                           shape: tuple[int, int, int], cond, uncond, cfg_scale: float) -> torch.Tensor:
     """``KDiffusionSampler.sample`` for txt2img: latents (B, C, h, w) before the VAE."""
-    model_wrap = external.CompVisDenoiser(_CompVisModel(unet, alphas_cumprod), quantize=False)
+    model = _CompVisModel(unet, alphas_cumprod)
+    model_wrap = LCMCompVisDenoiser(model) if name == "LCM" else external.CompVisDenoiser(model, quantize=False)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])  # rng.ImageRNG.first()
     sigmas = get_sigmas(model_wrap, name, scheduler, steps)
     x = x * sigmas[0]
     funcname, options = SAMPLERS[name]
-    func = restart_sampler if funcname == "restart" else getattr(sampling, funcname)
+    func = {"restart": restart_sampler, "lcm": sample_lcm}.get(funcname) or getattr(sampling, funcname)
     sampling.torch = TorchHijack(generators)
     try:
-        import inspect
-
         parameters = inspect.signature(func).parameters
         kwargs = {}
         if "eta" in parameters:

@@ -102,6 +102,8 @@ def _model_wrap(schedule: NoiseSchedule):
     ("DPM++ SDE Karras", "Automatic", ("DPM++ SDE", "Karras")),
     ("DPM++ 2M SDE Exponential", "Automatic", ("DPM++ 2M SDE", "Exponential")),
     ("dpm++ 2m", "karras", ("DPM++ 2M", "Karras")),
+    ("dpmpp_2m_karras", "Automatic", ("DPM++ 2M", "Karras")),
+    ("dpmpp_2m_sde_heun", "Automatic", ("DPM++ 2M SDE Heun", "Automatic")),
     ("k_dpmpp_2m", "sgm_uniform", ("DPM++ 2M", "SGM Uniform")),
     ("Euler a", "Automatic", ("Euler a", "Automatic")),
 ])
