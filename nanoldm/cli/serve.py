@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embeddings-dir", default=None, metavar="DIR", help="textual-inversion embeddings to load")
     p.add_argument("--hypernetwork-dir", default=None, metavar="DIR",
                    help="where <hypernet:name:strength> prompt tags find their files")
+    p.add_argument("--lora-dir", default=None, metavar="DIR",
+                   help="where <lora:name:weight> prompt tags find their files (listed by /sdapi/v1/loras)")
     p.add_argument("--host", default=DEFAULTS.host,
                    help="address to listen on (default: %(default)s, this machine only); another address needs "
                         "--api-auth or --insecure")
@@ -52,6 +54,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 
     return ServerSettings(model=path(args.model), models_dir=path(args.models_dir),
                           embeddings_dir=path(args.embeddings_dir), hypernetwork_dir=path(args.hypernetwork_dir),
+                          lora_dir=path(args.lora_dir),
                           host=args.host, port=args.port, api_auth=parse_api_auth(args.api_auth),
                           queue_size=args.queue_size, dtype=args.dtype, device=args.device,
                           max_size=args.max_size, save_dir=path(args.save_dir), insecure=args.insecure)

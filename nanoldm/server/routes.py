@@ -13,12 +13,13 @@ from typing import Any, Callable, Iterator
 from fastapi import APIRouter, Body, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from nanoldm.checkpoint.formats import read_metadata
 from nanoldm.server import responses
 from nanoldm.server.codec import decode_raw, encode_png
 from nanoldm.server.jobs import QueueFull
 from nanoldm.server.sampler_names import sampler_items, scheduler_items
 from nanoldm.server.schemas import (EmbeddingsResponse, HypernetworkItem, ImagesResponse, Img2ImgRequest,
-                                    MemoryResponse, PNGInfoRequest, PNGInfoResponse, ProgressResponse, SamplerItem,
+                                    LoraItem, MemoryResponse, PNGInfoRequest, PNGInfoResponse, ProgressResponse, SamplerItem,
                                     SchedulerItem, SDModelItem, Txt2ImgRequest)
 from nanoldm.server.service import Service
 from nanoldm.server.settings import is_loopback
@@ -164,6 +165,29 @@ async def hypernetworks(request: Request) -> list[dict]:
     files = await in_thread(service.pipe.hypernetworks.files)
     folder = service.settings.hypernetwork_dir
     return [{"name": name, "path": path.relative_to(folder).as_posix()} for name, path in sorted(files.items())]
+
+
+@router.get("/loras", response_model=list[LoraItem])
+async def loras(request: Request) -> list[dict]:
+    """The LoRA files of ``--lora-dir`` that ``<lora:name:w>`` prompt tags can name (A1111's list)."""
+    service = service_of(request)
+    files = await in_thread(service.pipe.loras.files)
+    folder = service.settings.lora_dir
+    return [{"name": name, "alias": name, "path": path.relative_to(folder).as_posix(),
+             "metadata": await in_thread(_metadata, path)} for name, path in sorted(files.items())]
+
+
+def _metadata(path) -> dict[str, str]:
+    """A file's safetensors metadata (kohya's ss_* fields); {} for a .pt or an unreadable file."""
+    try:
+        return read_metadata(path)
+    except ValueError:
+        return {}
+
+
+@router.post("/refresh-loras")
+def refresh_loras() -> None:
+    """A1111's rescan: the folder is read on every request here, so there is nothing to refresh."""
 
 
 @router.get("/memory", response_model=MemoryResponse)

@@ -1,41 +1,33 @@
-"""A1111's sampler and scheduler names over nanoldm's sampler registry, as it is.
+"""A1111's sampler and schedule-type lists (``/sdapi/v1/samplers``, ``/schedulers``) over nanoldm's samplers.
 
-Since A1111 1.9 a request names a sampler ("DPM++ 2M") and a schedule type ("Karras") apart; the older combined
-names ("DPM++ 2M Karras") still work. The registry holds the combined names, so ``"automatic"`` (or none) keeps
-the sampler's own schedule and a schedule type is accepted where the registry has the combination.
+Since A1111 1.9 a request names a sampler ("DPM++ 2M") and a schedule type ("karras") apart; the older combined
+names ("DPM++ 2M Karras") still work. Both are ``GenerateOptions`` fields (``sampler``, ``scheduler``), checked by
+``options.check_sampler``; A1111's k-diffusion list comes first, then the samplers only the registry has (DDIM, DDPM).
 """
 from __future__ import annotations
 
-from nanoldm.samplers import SAMPLERS, get_sampler
+from nanoldm.samplers import SAMPLERS
+from nanoldm.samplers.a1111 import A1111_SAMPLERS
+from nanoldm.samplers.schedules import SCHEDULE_NAMES
 
-AUTOMATIC = "automatic"
-KARRAS = "karras"
+RHO = {"Karras": 7.0, "Polyexponential": 1.0}  # the schedule types with a rho, and A1111's defaults
 
 
 def sampler_items() -> list[dict]:
-    """``/sdapi/v1/samplers``: name, aliases (the snake_case id), options (the schedule a name implies)."""
-    return [{"name": spec.name, "aliases": [spec.id],
-             "options": {"scheduler": KARRAS} if spec.name.endswith(" Karras") else {}}
-            for spec in SAMPLERS.values()]
+    """``/sdapi/v1/samplers``: name, aliases, options (the schedule type "Automatic" means for it)."""
+    items = [{"name": s.name, "aliases": list(s.aliases),
+              "options": {"scheduler": scheduler_name(s.scheduler)} if s.scheduler else {}}
+             for s in A1111_SAMPLERS.values()]
+    return items + [{"name": spec.name, "aliases": [spec.id], "options": {}}
+                    for spec in SAMPLERS.values() if spec.name not in A1111_SAMPLERS and " " not in spec.name]
 
 
 def scheduler_items() -> list[dict]:
-    """``/sdapi/v1/schedulers``: the schedule types some sampler of the registry has."""
-    items = [{"name": AUTOMATIC, "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False}]
-    if any(name.endswith(" Karras") for name in SAMPLERS):
-        items.append({"name": KARRAS, "label": "Karras", "aliases": None, "default_rho": 7.0,
-                      "need_inner_model": False})
-    return items
+    """``/sdapi/v1/schedulers``: A1111's schedule types, by snake_case name and label."""
+    return [{"name": scheduler_name(label), "label": label, "aliases": None, "default_rho": RHO.get(label, -1),
+             "need_inner_model": False} for label in SCHEDULE_NAMES]
 
 
-def resolve_sampler(sampler: str, scheduler: str | None) -> str:
-    """The registry name of ``sampler`` under ``scheduler``; ValueError naming the valid choices."""
-    name = get_sampler(sampler).name  # an unknown sampler lists the valid ones
-    kind = (scheduler or AUTOMATIC).strip().lower()
-    if kind == AUTOMATIC or (kind == KARRAS and name.endswith(" Karras")):
-        return name
-    if kind == KARRAS and f"{name} Karras" in SAMPLERS:
-        return f"{name} Karras"
-    valid = ", ".join(item["name"] for item in scheduler_items())
-    raise ValueError(f"scheduler {scheduler!r} is not available for sampler {name!r}; schedulers: {valid} "
-                     f"(karras only with {', '.join(n[:-7] for n in SAMPLERS if n.endswith(' Karras'))})")
+def scheduler_name(label: str) -> str:
+    """A1111's API name of a schedule type: "SGM Uniform" -> "sgm_uniform"."""
+    return label.lower().replace(" ", "_")

@@ -1,7 +1,7 @@
 """The HTTP API's request and response bodies, under A1111's field names, types and defaults (its
 ``modules/api/models.py``, version 1.10, and the ``StableDiffusionProcessing`` fields it derives them from).
 
-Fields A1111 has and nanoldm does not use (hires fix, face restoration, sub-seeds, scripts, ...) are declared so
+Fields A1111 has and nanoldm does not use (face restoration, scripts, ...) are declared so
 that ``parameters`` echoes a request as A1111 does, and are otherwise ignored; fields A1111 does not know are
 ignored too. What nanoldm cannot honour is never an error, but a number that is not finite, or beyond the limits
 of ``settings.py``, is: FastAPI answers 422 naming the field.
@@ -156,6 +156,13 @@ class SDModelItem(BaseModel):
 class HypernetworkItem(BaseModel):
     name: str
     path: str | None = None
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: str
+    path: str | None = None  # relative to the LoRA folder: the server never shows where its files are
+    metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class EmbeddingItem(BaseModel):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from nanoldm.finetune.textual_inversion import embedding_vectors, load_embeddings_dir
-from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions
+from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, check_sampler
 from nanoldm.pipelines.outputs import save_images
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.pipelines.progress import SamplingMonitor
@@ -25,7 +25,6 @@ from nanoldm.samplers import get_sampler
 from nanoldm.server.catalog import Checkpoint, CheckpointCatalog
 from nanoldm.server.codec import decode_image, decode_raw, fill_masked, prepare_mask, resize_for
 from nanoldm.server.jobs import JobQueue
-from nanoldm.server.sampler_names import resolve_sampler
 from nanoldm.server.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from nanoldm.server.settings import ServerSettings
 
@@ -67,6 +66,7 @@ class Service:
         """Load ``entry`` with the server's dtype and device, its embeddings and hypernetwork folder."""
         pipe = load_pipeline(entry.path, device=self.settings.device, dtype=self.settings.dtype)
         pipe.hypernetworks.folder = self.settings.hypernetwork_dir
+        pipe.loras.folder = self.settings.lora_dir
         tokens = load_embeddings_dir(pipe.model, self.settings.embeddings_dir) if self.settings.embeddings_dir else []
         self.embeddings = {token: tuple(embedding_vectors(pipe.model, token).shape) for token in tokens}
         entry.compute_hash()
@@ -79,7 +79,8 @@ class Service:
     # ---- requests -> jobs (any thread) ----
 
     def plan_txt2img(self, req: Txt2ImgRequest) -> Job:
-        return Job("txt2img", self._options(req, IMG2IMG_STRENGTH), req.n_iter, model=self._model_override(req))
+        strength = req.denoising_strength if req.enable_hr and req.denoising_strength is not None else IMG2IMG_STRENGTH
+        return Job("txt2img", self._options(req, strength), req.n_iter, model=self._model_override(req))
 
     def plan_img2img(self, req: Img2ImgRequest) -> Job:
         """The first init image (resized as ``resize_mode`` says) and the mask (inverted, resized, blurred)."""
@@ -100,7 +101,6 @@ class Service:
         return Job("img2img", opts, req.n_iter, image, mask, model=self._model_override(req))
 
     def _options(self, req: GenerationRequest, strength: float) -> GenerateOptions:
-        sampler = resolve_sampler(req.sampler(), req.scheduler)
         overrides = req.override_settings or {}
         clip_skip = parse_clip_skip(overrides.get(CLIP_SKIP_OPTION, self.clip_skip))
         eta = req.eta if req.eta is not None else self.eta_ddim
@@ -111,11 +111,16 @@ class Service:
         seed = random.randint(0, MAX_SEED - images) if req.seed == -1 else req.seed
         if seed + images - 1 > MAX_SEED:
             raise ValueError(f"seed {seed} + {images} images passes the largest seed, {MAX_SEED}")
+        subseed = random.randint(0, MAX_SEED - images) if req.subseed == -1 else req.subseed  # fixed for all runs
+        sampler, scheduler = req.sampler(), req.scheduler or "Automatic"
+        check_sampler(sampler, scheduler)  # an unknown name lists the valid ones (422)
         opts = GenerateOptions(
-            prompt=req.prompt, negative_prompt=req.negative_prompt or "", sampler=sampler, steps=req.steps,
-            cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height, batch_size=req.batch_size,
-            clip_skip=clip_skip, strength=strength,
-            eta=eta if "eta" in get_sampler(sampler).options else 0.0)  # other samplers ignore it (A1111 too)
+            prompt=req.prompt, negative_prompt=req.negative_prompt or "", sampler=sampler, scheduler=scheduler,
+            steps=req.steps, cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height,
+            batch_size=req.batch_size, clip_skip=clip_skip, strength=strength, eta=eta if _takes_eta(sampler) else 0.0,
+            subseed=subseed, subseed_strength=req.subseed_strength,
+            seed_resize_from_h=max(req.seed_resize_from_h, 0), seed_resize_from_w=max(req.seed_resize_from_w, 0),
+            **(_hires_fields(req) if isinstance(req, Txt2ImgRequest) else {}))
         opts.validate(self.pipe.latent_factor)
         return opts
 
@@ -136,7 +141,7 @@ class Service:
             for run in range(job.runs):
                 if not monitor.begin_run():
                     break
-                opts = dataclasses.replace(job.opts, seed=job.opts.seed + run * job.opts.batch_size)
+                opts = batch_run(job.opts, run)
                 images += self.pipe.generate(opts, job.image, job.mask, progress=False, monitor=monitor)
         finally:
             monitor.end()
@@ -170,3 +175,27 @@ def parse_clip_skip(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
         raise ValueError(f"{CLIP_SKIP_OPTION} must be a whole number in [1, 12], got {value!r}")
     return value
+
+
+def batch_run(opts: GenerateOptions, run: int) -> GenerateOptions:
+    """Batch ``run`` of A1111's ``n_iter``: the seeds continue (with a variation seed, the variation seeds do)."""
+    step = run * opts.batch_size
+    if opts.subseed_strength:
+        return dataclasses.replace(opts, subseed=opts.subseed + step)
+    return dataclasses.replace(opts, seed=opts.seed + step)
+
+
+def _takes_eta(sampler: str) -> bool:
+    """DDIM's eta (A1111's ``eta_ddim``); A1111's k-diffusion samplers use their own (``eta_ancestral``, 1)."""
+    try:
+        return "eta" in get_sampler(sampler).options
+    except ValueError:
+        return False
+
+
+def _hires_fields(req: Txt2ImgRequest) -> dict:
+    """A1111's Hires. fix fields, as ``GenerateOptions`` has them (``pipelines/hires.py``)."""
+    return {"enable_hr": req.enable_hr, "hr_scale": req.hr_scale, "hr_resize_x": req.hr_resize_x,
+            "hr_resize_y": req.hr_resize_y, "hr_upscaler": req.hr_upscaler, "hr_prompt": req.hr_prompt,
+            "hr_second_pass_steps": req.hr_second_pass_steps, "hr_sampler_name": req.hr_sampler_name,
+            "hr_negative_prompt": req.hr_negative_prompt}

@@ -24,6 +24,7 @@ class ServerSettings:
     models_dir: Path | None = None
     embeddings_dir: Path | None = None
     hypernetwork_dir: Path | None = None
+    lora_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 7860
     api_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -45,7 +46,7 @@ class ServerSettings:
         if not is_loopback(self.host) and not self.api_auth and not self.insecure:
             raise ValueError(f"refusing to serve on {self.host}, which other machines can reach, without "
                              f"--api-auth USER:PASS (or --insecure to accept the risk)")
-        for folder in (self.models_dir, self.embeddings_dir, self.hypernetwork_dir):
+        for folder in (self.models_dir, self.embeddings_dir, self.hypernetwork_dir, self.lora_dir):
             if folder is not None and not Path(folder).is_dir():
                 raise ValueError(f"{folder}: no such folder")
 

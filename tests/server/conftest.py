@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 
 from nanoldm.builtin import builtin_model_path
+from nanoldm.checkpoint.load import load_model
+from nanoldm.finetune.lora_file import LoraModule, save_lora
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 180  # loading torch and the model on a busy 2-core machine
@@ -74,11 +77,13 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The built-in model, default queue (16), sizes up to 128 pixels; a copy of it as a second checkpoint in
-    ``--models-dir`` (``other/copy.safetensors``)."""
+    ``--models-dir`` (``other/copy.safetensors``); a LoRA ``ink`` in ``--lora-dir``."""
     models = tmp_path_factory.mktemp("models")
     (models / "other").mkdir()
     shutil.copy(builtin_model_path(), models / "other" / "copy.safetensors")
-    running = Server("--max-size", "128", "--models-dir", str(models))
+    loras = tmp_path_factory.mktemp("loras")
+    write_test_lora(loras / "ink.safetensors")
+    running = Server("--max-size", "128", "--models-dir", str(models), "--lora-dir", str(loras))
     yield running
     running.stop()
 
@@ -86,3 +91,14 @@ def server(tmp_path_factory):
 # small and quick: every test that generates uses these unless it says otherwise
 SMALL = {"prompt": "a large red circle at the top left", "steps": 2, "width": 32, "height": 32, "seed": 7,
          "sampler_name": "Euler a"}
+
+
+def write_test_lora(path: Path) -> None:
+    """A rank-4 LoRA on every cross-attention key projection of the built-in UNet, random but strong enough to
+    change a picture, in kohya's layout with kohya's metadata."""
+    model = load_model(builtin_model_path())
+    g = torch.Generator().manual_seed(0)
+    weights = {f"unet.{name}": LoraModule(down=torch.randn(4, m.in_features, generator=g),
+                                          up=torch.randn(m.out_features, 4, generator=g), alpha=4.0)
+               for name, m in model.unet.named_modules() if name.endswith("attn2.to_k")}
+    save_lora(path, weights, {"ss_network_module": "networks.lora", "ss_network_dim": "4"})

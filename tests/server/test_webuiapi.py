@@ -79,8 +79,39 @@ def test_models_samplers_and_switching(api):
     back = api.txt2img(**{**SETTINGS, "steps": 1}, override_settings={"sd_model_checkpoint": builtin})
     assert "Model: shapes" in back.info["infotexts"][0] and api.util_get_current_model() == builtin
     names = api.util_get_sampler_names()
-    assert {"Euler a", "DDIM", "DPM++ 2M Karras"} <= set(names)
-    assert "automatic" in api.util_get_scheduler_names()
+    assert {"Euler a", "DDIM", "DPM++ 2M", "DPM++ 2M SDE", "LMS", "Restart", "LCM"} <= set(names)
+    assert {"automatic", "karras", "exponential", "sgm_uniform", "align_your_steps", "beta"} <= set(
+        api.util_get_scheduler_names())
+
+
+def test_schedule_types_variation_seeds_and_hires_as_the_command_line(api, tmp_path):
+    """A1111 1.9+'s separate schedule type, a variation seed and Hires. fix, through the API and the CLI."""
+    result = api.txt2img(**{**SETTINGS, "sampler_name": "DPM++ 2M"}, scheduler="karras", subseed=5,
+                         subseed_strength=0.3, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                         hr_second_pass_steps=2, denoising_strength=0.6)
+    text = result.info["infotexts"][0]
+    for part in ("Sampler: DPM++ 2M", "Schedule type: Karras", "Variation seed: 5", "Hires upscale: 1.5"):
+        assert part in text, text
+    assert result.image.size == (48, 48)
+    assert cli_main(["txt2img", SETTINGS["prompt"], "--seed", "11", "--steps", "3", "--width", "32", "--height", "32",
+                     "--sampler", "DPM++ 2M Karras", "--subseed", "5", "--subseed-strength", "0.3",
+                     "--hires", "--hires-scale", "1.5", "--hires-upscaler", "Latent", "--hires-steps", "2",
+                     "--denoising-strength", "0.6", "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("*.png")
+    with Image.open(path) as cli_image:
+        assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(cli_image.convert("RGB")))
+
+
+def test_loras_are_listed_and_applied_by_prompt_tag(api, server):
+    [item] = server.get("loras").json()
+    assert item["name"] == "ink" and item["path"] == "ink.safetensors"
+    assert item["metadata"]["ss_network_dim"] == "4"
+    plain = api.txt2img(**SETTINGS)
+    inked = api.txt2img(**{**SETTINGS, "prompt": SETTINGS["prompt"] + " <lora:ink:1>"})
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(inked.image))
+    assert 'Lora hashes: "ink: ' in inked.info["infotexts"][0]
+    missing = api.txt2img(**{**SETTINGS, "prompt": SETTINGS["prompt"] + " <lora:nothing:1>"})
+    assert np.array_equal(np.asarray(plain.image), np.asarray(missing.image))  # A1111 warns and goes on
 
 
 def test_progress_during_a_job_skip_and_interrupt(api):
