@@ -110,3 +110,13 @@ def as_options(options: GenerateOptions | None = None, **fields) -> GenerateOpti
     """``options`` (default: ``GenerateOptions()``) with ``fields`` replaced: how functions that take either a
     ready ``GenerateOptions`` or its fields as keywords build theirs. An unknown field is a TypeError."""
     return dataclasses.replace(options if options is not None else GenerateOptions(), **fields)
+
+
+def batch_run(opts: GenerateOptions, run: int) -> GenerateOptions:
+    """Batch ``run`` (0, 1, ...) of A1111's "Batch count" (``n_iter``): the seeds continue after the previous
+    batch's (with a variation seed, the variation seeds do, as in A1111). ``opts``' seeds must be resolved (a
+    random seed is drawn once for all batches)."""
+    step = run * opts.batch_size
+    if opts.subseed_strength:
+        return dataclasses.replace(opts, subseed=opts.subseed + step)
+    return dataclasses.replace(opts, seed=opts.seed + step)

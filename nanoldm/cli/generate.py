@@ -16,11 +16,12 @@ from pathlib import Path
 from nanoldm.checkpoint.formats import check_folder
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.finetune.textual_inversion import load_embeddings
-from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions, batch_run
 from nanoldm.pipelines import outputs
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.images import load_image
 from nanoldm.pipelines.pipeline import load_pipeline
+from nanoldm.rng import resolve_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +69,11 @@ def _common(p: argparse.ArgumentParser, *, default_out: str, strength: float | N
     p.add_argument("--lora-dir", default=None, metavar="DIR",
                    help="where <lora:name:w> and <lora:name:te_w:unet_w> prompt tags find NAME.safetensors (kohya / "
                         "A1111 or diffusers LoRAs)")
+    p.add_argument("--n-iter", type=int, default=1, metavar="N",
+                   help="batch count: N batches one after another, the seeds continuing (A1111's Batch count; "
+                        "default: %(default)s)")
+    p.add_argument("--grid", action="store_true",
+                   help="also save all the images as one grid PNG (grid-NNNN.png, with the first one's infotext)")
     p.add_argument("--out", default=default_out, help="output folder (default: %(default)s)")
 
 
@@ -84,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("a prompt is required (or --from-png FILE / --infotext TEXT to take the infotext's)")
     else:
         opts = generate_options(args, prompt=args.prompt)
+    if args.n_iter < 1 or (source is not None and args.n_iter > 1):
+        raise ValueError(f"--n-iter must be at least 1, got {args.n_iter}" if args.n_iter < 1 else
+                         "--n-iter regenerates one batch only with --from-png / --infotext: leave it out")
     image = load_image(args.image) if "image" in args else None
     mask = load_image(args.mask) if "mask" in args else None
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
@@ -94,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
     if source is None:
-        images = pipe.generate(opts, image, mask)
+        opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),  # drawn once for every batch
+                                   subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed)
+        images = [im for run in range(args.n_iter) for im in pipe.generate(batch_run(opts, run), image, mask)]
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InfotextWarning)
@@ -102,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         for warning in caught:
             print(f"nanoldm {args.command}: warning: {warning.message}", file=sys.stderr)
     save_images(images, out)
+    if args.grid:
+        print(outputs.save_grid(images, out))
     return 0
 
 

@@ -1,6 +1,8 @@
 """Conversions between PIL images and the tensors the networks use."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -89,6 +91,15 @@ def tensor_to_pil(x: torch.Tensor, rounding: str = "round") -> list[Image.Image]
 
 def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     return im if im.size == tuple(size) else im.resize(size, Image.Resampling.LANCZOS)
+
+
+def grid_columns(count: int) -> int:
+    """Columns of A1111's default grid of ``count`` images: rows = the largest divisor of ``count`` not above its
+    square root (``modules/images.image_grid`` with ``n_rows`` -1)."""
+    rows = max(1, math.isqrt(count))
+    while count % rows:
+        rows -= 1
+    return count // rows
 
 
 def image_grid(images: list[Image.Image], columns: int) -> Image.Image:

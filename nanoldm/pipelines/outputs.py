@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from nanoldm.checkpoint.formats import check_folder
+from nanoldm.pipelines.images import grid_columns, image_grid
 from nanoldm.pipelines.infotext import PNG_KEY, save_png
 
 
@@ -22,6 +23,18 @@ def save_images(images: list[Image.Image], folder: str | Path) -> list[Path]:
         save_png(image, path, image.info.get(PNG_KEY))
         paths.append(path)
     return paths
+
+
+def save_grid(images: list[Image.Image], folder: str | Path) -> Path:
+    """All ``images`` in one PNG, ``grid-0003.png`` (numbered after those there), laid out as A1111 lays out its
+    grids and carrying the first image's infotext, as A1111's grids do (each image keeps its own in its file)."""
+    folder = Path(folder)
+    check_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.stem[5:]) for p in folder.glob("grid-*.png") if p.stem[5:].isdigit()]
+    path = folder / f"grid-{max(taken, default=-1) + 1:04d}.png"
+    save_png(image_grid(images, grid_columns(len(images))), path, images[0].info.get(PNG_KEY))
+    return path
 
 
 def next_free_path(folder: Path, seed: int) -> Path:

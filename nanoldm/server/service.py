@@ -8,7 +8,6 @@ Like the command line, the service builds a :class:`~nanoldm.options.GenerateOpt
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from nanoldm.finetune.textual_inversion import embedding_vectors, load_embeddings_dir
-from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, check_sampler
+from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, batch_run, check_sampler
 from nanoldm.pipelines.outputs import save_images
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.pipelines.progress import SamplingMonitor
@@ -175,14 +174,6 @@ def parse_clip_skip(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
         raise ValueError(f"{CLIP_SKIP_OPTION} must be a whole number in [1, 12], got {value!r}")
     return value
-
-
-def batch_run(opts: GenerateOptions, run: int) -> GenerateOptions:
-    """Batch ``run`` of A1111's ``n_iter``: the seeds continue (with a variation seed, the variation seeds do)."""
-    step = run * opts.batch_size
-    if opts.subseed_strength:
-        return dataclasses.replace(opts, subseed=opts.subseed + step)
-    return dataclasses.replace(opts, seed=opts.seed + step)
 
 
 def _takes_eta(sampler: str) -> bool:
