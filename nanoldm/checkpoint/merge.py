@@ -33,7 +33,7 @@ from nanoldm.checkpoint.formats import (CheckpointError, SafetensorsReader, read
 from nanoldm.checkpoint.infer import infer_config_from_sd
 from nanoldm.checkpoint.load import (ADDED_TOKENS_KEY, CONFIG_KEY, DIFFUSERS_PARTS, LAYOUT_KEY, find_weights,
                                      read_diffusers_config)
-from nanoldm.checkpoint.save import write_diffusers_configs
+from nanoldm.checkpoint.save import FORMATS, check_output, write_diffusers_configs
 from nanoldm.config import ModelConfig
 from nanoldm.finetune.lora import ActiveLora, check_fits, lora_contributions, merged_weight
 from nanoldm.finetune.lora_file import lora_hash, read_lora
@@ -43,7 +43,6 @@ from nanoldm.text.tokenizer import CLIPTokenizer
 __all__ = ["METHODS", "FORMATS", "RECIPE_KEY", "MergeRecipe", "CheckpointSource", "merge_checkpoints"]
 
 METHODS = ("weighted-sum", "add-difference")
-FORMATS = ("nanoldm", "sd", "diffusers")
 RECIPE_KEY = "sd_merge_recipe"
 _A1111_METHOD = {"weighted-sum": "Weighted sum", "add-difference": "Add difference", None: "No interpolation"}
 
@@ -146,12 +145,7 @@ def merge_checkpoints(a: str | Path, out: str | Path, recipe: MergeRecipe, *, b:
     first = sources[0]
     if format is None:  # a folder: diffusers; a file: A's layout, ours when A is a folder
         format = "diffusers" if out.suffix == "" else first.kind if first.kind != "diffusers" else "nanoldm"
-    if format not in FORMATS:
-        raise ValueError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    if format != "diffusers" and out.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"{out}: {format} checkpoints are written as .safetensors files")
+    check_output(out, format, overwrite)
     loras = [ActiveLora(Path(p).stem, read_lora(p, first.config)[0], te=w, unet=w) for p, w in recipe.loras]
     for lora in loras:
         for path, module in lora.weights.items():

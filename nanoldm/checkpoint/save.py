@@ -17,16 +17,21 @@ FORMATS = ("nanoldm", "diffusers", "sd")
 
 def save_model(model: LatentDiffusion, path: str | Path, *, format: str = "nanoldm", overwrite: bool = False) -> None:
     path = Path(path)
+    check_output(path, format, overwrite)
+    if format == "diffusers":
+        save_diffusers(model, path)
+    else:
+        save_single_file(model, path, sd_layout=format == "sd")
+
+
+def check_output(path: Path, format: str, overwrite: bool) -> None:
+    """The format is known, the output does not exist (unless ``overwrite``), single files are .safetensors."""
     if format not in FORMATS:
         raise ValueError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     if format != "diffusers" and path.suffix.lower() != ".safetensors":
         raise CheckpointError(f"{path}: {format} checkpoints are written as .safetensors files (we never write pickles)")
-    if format == "diffusers":
-        save_diffusers(model, path)
-    else:
-        save_single_file(model, path, sd_layout=format == "sd")
 
 
 def save_single_file(model: LatentDiffusion, path: str | Path, *, sd_layout: bool = False) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Iterator, Protocol
 
@@ -56,3 +57,17 @@ def finite_number(value, label: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{label} must be finite, got {value!r}")
     return number
+
+
+def network_files(folder: str | Path | None, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """name (file stem) -> path for every ``suffixes`` file under ``folder`` (searched recursively; where one name
+    has several files, the suffix listed first wins); {} without a folder. ``what`` names the folder in errors."""
+    if not folder:
+        return {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: the {what} folder does not exist")
+    found: dict[str, Path] = {}
+    for suffix in reversed(suffixes):  # the preferred suffix overwrites
+        found.update({p.stem: p for p in sorted(folder.rglob(f"*{suffix}")) if p.is_file()})
+    return found

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from torch import nn
 
-from nanoldm.finetune.extra_networks import Tag, finite_number
+from nanoldm.finetune.extra_networks import Tag, finite_number, network_files
 from nanoldm.finetune.hypernetwork import Hypernetwork, apply_hypernetworks
 from nanoldm.finetune.hypernetwork_file import load_hypernetwork
 from nanoldm.layers.attention import Attention
@@ -72,15 +72,7 @@ class HypernetworkLibrary:
 
     def files(self) -> dict[str, Path]:
         """name (file stem) -> path for every hypernetwork file under ``folder`` (searched recursively)."""
-        if not self.folder:
-            return {}
-        folder = Path(self.folder)
-        if not folder.is_dir():
-            raise ValueError(f"{folder}: the hypernetwork folder does not exist")
-        found: dict[str, Path] = {}
-        for suffix in reversed(SUFFIXES):  # the preferred suffix overwrites
-            found.update({p.stem: p for p in sorted(folder.rglob(f"*{suffix}")) if p.is_file()})
-        return found
+        return network_files(self.folder, SUFFIXES, "hypernetwork")
 
     @contextmanager
     def applied(self, tags: list[Tag]) -> Iterator[dict[str, str]]:

@@ -26,7 +26,7 @@ from typing import Iterator
 from torch import nn
 
 from nanoldm.config import ModelConfig
-from nanoldm.finetune.extra_networks import Tag, finite_number
+from nanoldm.finetune.extra_networks import Tag, finite_number, network_files
 from nanoldm.finetune.lora import ActiveLora, LoraStack
 from nanoldm.finetune.lora_file import LoraWeights, lora_hash, read_lora
 
@@ -81,15 +81,7 @@ class LoraLibrary:
 
     def files(self) -> dict[str, Path]:
         """name (file stem) -> path for every LoRA file under ``folder`` (searched recursively)."""
-        if not self.folder:
-            return {}
-        folder = Path(self.folder)
-        if not folder.is_dir():
-            raise ValueError(f"{folder}: the LoRA folder does not exist")
-        found: dict[str, Path] = {}
-        for suffix in reversed(SUFFIXES):  # the preferred suffix overwrites
-            found.update({p.stem: p for p in sorted(folder.rglob(f"*{suffix}")) if p.is_file()})
-        return found
+        return network_files(self.folder, SUFFIXES, "LoRA")
 
     @contextmanager
     def applied(self, tags: list[Tag]) -> Iterator[dict[str, str]]:
