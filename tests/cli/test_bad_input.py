@@ -48,21 +48,3 @@ def test_txt2img_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys
     assert _files(tmp_path) == before
     assert (tmp_path / "taken.png").read_bytes() == b"an image I made yesterday"
 
-
-def test_batch_count_continues_the_seeds_and_a_grid_keeps_them(tmp_path, capsys, model_file):
-    """--n-iter 2 --batch-size 2 makes seeds 5, 6, 7, 8 (A1111's Batch count), each image the one that seed gives
-    alone; --grid adds one PNG of all four in A1111's layout (2 x 2) with the first image's infotext."""
-    from PIL import Image
-    base = ["txt2img", "a red circle", "--model", str(model_file), "--steps", "1", "--seed", "5"]
-    assert main(base + ["--n-iter", "2", "--batch-size", "2", "--grid", "--out", str(tmp_path / "runs")]) == 0
-    assert main(base[:-1] + ["8", "--out", str(tmp_path / "alone")]) == 0
-    capsys.readouterr()
-    made = sorted((tmp_path / "runs").glob("0*.png"))
-    assert [p.stem.split("-")[1] for p in made] == ["5", "6", "7", "8"]
-    [alone] = (tmp_path / "alone").glob("*.png")
-    assert Image.open(made[-1]).tobytes() == Image.open(alone).tobytes()
-    grid = Image.open(tmp_path / "runs" / "grid-0000.png")
-    w, h = Image.open(made[0]).size
-    assert grid.size == (2 * w, 2 * h) and grid.info["parameters"] == Image.open(made[0]).info["parameters"]
-    assert grid.crop((w, h, 2 * w, 2 * h)).tobytes() == Image.open(made[3]).tobytes()
-    assert main(base + ["--n-iter", "0"]) == 2 and "--n-iter must be at least 1" in capsys.readouterr().err
