@@ -22,6 +22,7 @@ from PIL import Image
 
 from nanoldm.layers.attention_record import AttentionRecorder, recording_attention
 from nanoldm.options import GenerateOptions
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING
 from nanoldm.pipelines.images import image_grid, tensor_to_pil
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.progress import SamplingMonitor
@@ -97,7 +98,8 @@ def explain(pipe: Pipeline, opts: GenerateOptions, *, progress: bool = False,
     finally:
         monitor.end()
     parts = pipe.parts()
-    steps = [tensor_to_pil(decode(parts, latents)) for latents in monitor.trajectory]  # steps x B images
+    rounding = PIXEL_ROUNDING[opts.like]  # 8-bit pixels as the images are made
+    steps = [tensor_to_pil(decode(parts, latents), rounding) for latents in monitor.trajectory]  # steps x B images
     W, H = images[0].size
     attention = attention_maps(recorder, len(images), (H, W))  # (B, M, H, W)
     text, _ = extract_extra_networks(opts.prompt)  # the text that was encoded, without <hypernet:...> tags
