@@ -13,8 +13,11 @@ import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -150,6 +153,24 @@ class atomic_path:
             os.fsync(f.fileno())
         os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(self.tmp, self.path)
+
+
+@contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` (usual permissions); on success it replaces ``folder``, on failure it
+    is removed and ``folder`` is left as it was."""
+    folder = Path(folder)
+    make_parent(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def check_folder(folder: str | Path) -> None:

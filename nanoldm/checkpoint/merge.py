@@ -19,8 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 
 from nanoldm.checkpoint import keymap
-from nanoldm.checkpoint.formats import (CheckpointError, SafetensorsReader, read_metadata, read_tensors,
+from nanoldm.checkpoint.formats import (CheckpointError, atomic_folder, SafetensorsReader, read_metadata, read_tensors,
                                         write_safetensors_streamed)
 from nanoldm.checkpoint.infer import infer_config_from_sd
 from nanoldm.checkpoint.load import (ADDED_TOKENS_KEY, CONFIG_KEY, DIFFUSERS_PARTS, LAYOUT_KEY, find_weights,
@@ -216,8 +214,7 @@ def _write(out: Path, format: str, first: CheckpointSource, tensors, recipe: dic
 def _write_diffusers(folder: Path, first: CheckpointSource, tensors, recipe: dict) -> None:
     """Three streamed weight files, then the configs, assembled beside ``folder`` and renamed into place."""
     parts = keymap.ours_to_diffusers(first.meta, first.config)  # part -> {diffusers key: meta}, in A's order
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
-    try:
+    with atomic_folder(folder) as tmp:
         stream = iter(tensors)
         for part, stem in DIFFUSERS_PARTS:
             specs = {k: (m.dtype, tuple(m.shape)) for k, m in parts[part].items()}
@@ -228,10 +225,4 @@ def _write_diffusers(folder: Path, first: CheckpointSource, tensors, recipe: dic
         if first.added_tokens:
             tokenizer.add_tokens(first.added_tokens)
         write_diffusers_configs(first.config, tokenizer, tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 

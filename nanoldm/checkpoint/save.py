@@ -3,12 +3,10 @@ Every file is written atomically; a diffusers folder is assembled beside its des
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from nanoldm.checkpoint import diffusers_config, keymap
-from nanoldm.checkpoint.formats import CheckpointError, current_umask, make_parent, write_safetensors, write_text
+from nanoldm.checkpoint.formats import CheckpointError, atomic_folder, write_safetensors, write_text
 from nanoldm.checkpoint.load import ADDED_TOKENS_KEY, CONFIG_KEY, DIFFUSERS_PARTS, LAYOUT_KEY
 from nanoldm.model import LatentDiffusion
 
@@ -51,19 +49,10 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path) -> None:
     folder = Path(folder)
     cfg = model.config
     parts = keymap.ours_to_diffusers(model.state_dict(), cfg)
-    make_parent(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the saved folder gets the usual permissions
+    with atomic_folder(folder) as tmp:
         for part, weights in DIFFUSERS_PARTS:
             write_safetensors(tmp / part / f"{weights}.safetensors", parts[part], {"format": "pt"})
         write_diffusers_configs(cfg, model.tokenizer, tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_diffusers_configs(cfg, tokenizer, folder: Path) -> None:
