@@ -136,7 +136,7 @@ class Pipeline:
         return load_textual_inversion(self.model, path, token)
 
     def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
-        """Fill in seed and size (the image's, else the model's native size) and check every setting."""
+        """Fill in seed and size (the model's native size unless given) and check every setting."""
         native = self.model.config.image_size  # an input image is fitted to the size (opts.resize_mode), as in A1111
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
                                    subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed,

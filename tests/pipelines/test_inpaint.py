@@ -1,4 +1,6 @@
 """Inpainting: the unmasked region is kept, the masked region is generated; both kinds of model."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +19,10 @@ SIZE = 32
 
 
 def pipeline(cfg: ModelConfig) -> Pipeline:
+    """A model whose native size is the test image's, so nothing is resized."""
     torch.manual_seed(0)
-    return Pipeline(LatentDiffusion.from_config(cfg, tokenizer=CLIPTokenizer.default()))
+    return Pipeline(LatentDiffusion.from_config(dataclasses.replace(cfg, image_size=SIZE),
+                                                tokenizer=CLIPTokenizer.default()))
 
 
 @pytest.fixture(scope="module")
