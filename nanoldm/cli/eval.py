@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="a shapes-world model (default: the built-in one)")
     p.add_argument("--singles", type=int, default=96, help="one-object prompts")
     p.add_argument("--pairs", type=int, default=64, help="two-object prompts")
+    p.add_argument("--partials", type=int, default=96,
+                   help="one-object prompts leaving out the size, the position or both ('a red circle')")
     p.add_argument("--held-out", default=DEFAULT_HELD_OUT_TEXT,
                    help="combinations the model never saw in training (default: the built-in model's); '' for none")
     p.add_argument("--held-out-count", type=int, default=48, help="prompts per held-out group")
@@ -79,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.lora:
         pipe.load_lora(path, args.lora_weight)
     settings = EvalSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)})
-    counts = PromptCounts(singles=args.singles, pairs=args.pairs, held_out=args.held_out_count,
-                          concept=args.concept_count)
+    counts = PromptCounts(singles=args.singles, pairs=args.pairs, partials=args.partials,
+                          held_out=args.held_out_count, concept=args.concept_count)
     report = evaluate_prompt_following(pipe, settings, counts, extra_shapes=extra, batch_size=args.batch_size)
     if args.out:
         write_report(report, settings, Path(args.out))

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how often an extra shape is drawn relative to a base shape (default 1: as often)")
     e.add_argument("--sizes", default="", help="draw only these sizes, e.g. 'large' (default: every size)")
     e.add_argument("--pair-sizes", action="store_true", help="name sizes in two-object captions too")
+    e.add_argument("--partial", type=float, default=0.0,
+                   help="chance that a caption leaves out each of a lone object's size and position (and names "
+                        "each size in a pair): teaches that an unnamed attribute is free (default 0: full captions)")
     e.add_argument("--uncaptioned", type=float, default=0.0,
                    help="share of the images (the last ones) written without a caption, for 'nanoldm caption'")
     e.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
                         extra_shapes=parse_names(args.extra_shapes),
                         generic_extra=args.generic_extra, pair_sizes=args.pair_sizes,
                         only_shapes=parse_names(args.only_shapes), generic_share=args.generic_share,
-                        style=args.style, extra_weight=args.extra_weight, sizes=parse_names(args.sizes))
+                        style=args.style, extra_weight=args.extra_weight, sizes=parse_names(args.sizes),
+                        partial=args.partial)
     export_world(world, args.dir, overwrite=args.overwrite, uncaptioned=args.uncaptioned)
     return 0
 

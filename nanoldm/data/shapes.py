@@ -123,13 +123,16 @@ class ShapesWorld:
     ``generic_extra``, ``extra_weight == generic_share`` makes "shape" name every shape equally often, so a
     model drawing "a red shape" picks among them at chance.
     sizes: draw only these sizes (e.g. ("large",)); () draws every size.
+    partial: the share of captions that leave an attribute unnamed, drawn per attribute: a lone object's size and
+    its position are each left out with this probability, and each object of a pair has its size named with it
+    (always with ``pair_sizes``). A model trained so learns that an unnamed attribute is free, not another scene.
     """
 
     def __init__(self, *, size: int = 32, seed: int = 0, count: int = 10_000, objects: tuple[int, ...] = (1, 2),
                  held_out: frozenset[tuple[str, str]] = frozenset(), split: Split | str = Split.TRAIN,
                  extra_shapes: tuple[str, ...] = (), generic_extra: bool = False, pair_sizes: bool = False,
                  only_shapes: tuple[str, ...] = (), generic_share: float = 0.0, style: str = "light",
-                 extra_weight: float = 1.0, sizes: tuple[str, ...] = ()):
+                 extra_weight: float = 1.0, sizes: tuple[str, ...] = (), partial: float = 0.0):
         if size not in IMAGE_SIZES:
             raise ValueError(f"image size must be one of {IMAGE_SIZES}, got {size}")
         if count < 1:
@@ -151,6 +154,9 @@ class ShapesWorld:
         if not 0.0 <= generic_share <= 1.0:
             raise ValueError(f"generic_share must be in [0, 1], got {generic_share}")
         self.generic_share = generic_share
+        if not 0.0 <= partial <= 1.0:
+            raise ValueError(f"partial must be in [0, 1], got {partial}")
+        self.partial = partial
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r} (known: {', '.join(STYLES)})")
         self.style = style
@@ -201,7 +207,10 @@ class ShapesWorld:
                      for (c, sh), sz, (cx, cy), b in zip(combos, sizes, centres, boxes))
         # drawn last (and only when asked) so that every other draw, hence every image, is unchanged by it
         generic = [bool(rng.random() < self.generic_share) for _ in objs] if self.generic_share else [False] * n
-        return self._render(objs, relation, generic)
+        named = [self._named(o, n, g) for o, g in zip(objs, generic)]
+        if self.partial:  # drawn after everything else, so that the images are those of partial=0
+            named = [self._leave_out(rng, d, o, n) for d, o in zip(named, objs)]
+        return self._render(objs, relation, named)
 
     def _draw_combos(self, rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
         """(colour, shape) per object, honouring the split's hold-outs."""
@@ -217,7 +226,7 @@ class ShapesWorld:
             combos[rng.integers(n)] = held[rng.integers(len(held))]
         return combos
 
-    def _render(self, objs: tuple[ShapeObject, ...], relation: str | None, generic: list[bool]) -> ShapeSample:
+    def _render(self, objs: tuple[ShapeObject, ...], relation: str | None, named: list[dict]) -> ShapeSample:
         """Composite the objects' coverage over the background; masks are coverage >= 0.5."""
         hw = self.size
         image = np.broadcast_to(np.array(STYLES[self.style], np.float32), (hw, hw, 3)).copy()
@@ -225,7 +234,6 @@ class ShapesWorld:
         for o, a in zip(objs, covers):
             image = image * (1 - a[..., None]) + np.array(COLOURS[o.colour], np.float32) * a[..., None]
         masks = np.stack([a >= 0.5 for a in covers])
-        named = [self._named(o, len(objs), g) for o, g in zip(objs, generic)]
         return ShapeSample(
             image=np.round(image).astype(np.uint8), caption=caption_for(named, relation),
             class_label=objs[0].class_id if len(objs) == 1 else NO_CLASS,
@@ -239,6 +247,15 @@ class ShapesWorld:
             named["size"] = obj.size
         if n == 1:
             named["position"] = obj.position
+        return named
+
+    def _leave_out(self, rng: np.random.Generator, named: dict, obj: ShapeObject, n: int) -> dict:
+        """``named`` with attributes dropped (or a pair's size added) as ``partial`` says."""
+        if n == 1:
+            drop = {key for key in ("size", "position") if rng.random() < self.partial}
+            return {k: v for k, v in named.items() if k not in drop}
+        if "size" not in named and rng.random() < self.partial:
+            return {**named, "size": obj.size}
         return named
 
 

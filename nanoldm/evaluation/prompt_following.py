@@ -4,6 +4,8 @@ The prompt set (``eval_prompts``) is drawn from the shapes world itself with its
 like training captions, in these groups:
 
 - ``single``: one object, named with size, colour, shape and position ("a small red circle at the top left");
+- ``partial``: one object with its size, its position or both left out ("a red circle at the top", "a small red
+  circle", "a red circle"), in turn: the prompts people type; the judge scores what they name and the count;
 - ``pair``: two objects and their relation ("a blue square left of a yellow triangle");
 - ``held_out``: one object whose (colour, shape) combination the model never saw in training (only when the
   model was trained with hold-outs); ``held_out_pair`` the same inside two-object prompts;
@@ -23,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from nanoldm.data.shapes import ShapesWorld, Split
-from nanoldm.data.vocabulary import GENERIC_NOUN
+from nanoldm.data.vocabulary import GENERIC_NOUN, caption_for, parse_caption
 from nanoldm.evaluation.shapes_judge import score, style_of
 from nanoldm.options import GenerateOptions, as_options
 from nanoldm.pipelines.conventions import PIXEL_ROUNDING
@@ -34,7 +36,8 @@ from nanoldm.text.encode import encode_prompt_pair
 
 EVAL_SEED = 1_000_003  # the prompt set's world seed: never a training seed by accident
 ATTRIBUTES = ("colour", "shape", "size", "position", "relation", "count", "style")
-GROUPS = ("single", "pair", "held_out", "held_out_pair", "concept")
+GROUPS = ("single", "partial", "pair", "held_out", "held_out_pair", "concept")
+LEFT_OUT = (("size",), ("position",), ("size", "position"))  # what the partial prompts leave out, in turn
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class EvalPrompt:
 def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tuple[str, str]] = frozenset(),
                  held_out_count: int = 48, extra_shapes: tuple[str, ...] = (), concept: str | None = None,
                  token: str | None = None, concept_count: int = 48, concept_sizes: tuple[str, ...] = (),
-                 seed: int = EVAL_SEED, size: int = 32) -> list[EvalPrompt]:
-    """The fixed prompt set: ``singles`` one-object and ``pairs`` two-object prompts free of hold-outs, then (with
+                 seed: int = EVAL_SEED, size: int = 32, partials: int = 0) -> list[EvalPrompt]:
+    """The fixed prompt set: ``singles`` one-object, ``partials`` partial one-object (from their own world seed)
+    and ``pairs`` two-object prompts free of hold-outs, then (with
     ``held_out``) ``held_out_count`` prompts of each held-out group, then (with ``concept``) ``concept_count``
     prompts naming that shape by ``token`` (default: the generic noun), of the ``concept_sizes`` only if given."""
     def captions(count: int, objects: tuple[int, ...], split: Split, **world) -> list[str]:
@@ -63,6 +67,11 @@ def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tupl
         return [s.caption for s in world]
 
     prompts = [EvalPrompt(c, "single") for c in captions(singles, (1,), Split.TRAIN)]
+    if partials > 0:
+        world = ShapesWorld(size=size, seed=seed + 1, count=partials, objects=(1,), held_out=held_out,
+                            extra_shapes=extra_shapes)
+        prompts += [EvalPrompt(_leave_out(s.caption, LEFT_OUT[i % len(LEFT_OUT)]), "partial")
+                    for i, s in enumerate(world)]
     prompts += [EvalPrompt(c, "pair") for c in captions(pairs, (2,), Split.TRAIN)]
     if held_out:
         prompts += [EvalPrompt(c, "held_out") for c in captions(held_out_count, (1,), Split.HELD_OUT)]
@@ -73,6 +82,11 @@ def eval_prompts(*, singles: int = 96, pairs: int = 64, held_out: frozenset[tupl
         word = token or GENERIC_NOUN
         prompts += [EvalPrompt(t.replace(f" {concept} ", f" {word} "), "concept", t) for t in truths]
     return prompts
+
+
+def _leave_out(caption: str, attributes: tuple[str, ...]) -> str:
+    prompt = parse_caption(caption)
+    return caption_for([{k: v for k, v in o.items() if k not in attributes} for o in prompt.objects])
 
 
 def generate_batch(pipe: Pipeline, prompts: list[str], seeds: list[int], options: GenerateOptions | None = None,

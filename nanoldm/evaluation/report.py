@@ -40,6 +40,7 @@ class PromptCounts:
     """How many prompts of each group (``eval_prompts``' counts)."""
     singles: int = 96
     pairs: int = 64
+    partials: int = 96
     held_out: int = 48
     concept: int = 48
 
@@ -54,7 +55,8 @@ def evaluate_prompt_following(pipe: Pipeline, settings: EvalSettings, counts: Pr
     prompts = eval_prompts(singles=counts.singles, pairs=counts.pairs, held_out=parse_combinations(settings.held_out),
                            held_out_count=counts.held_out, extra_shapes=extra_shapes, concept=settings.concept,
                            token=settings.token, concept_count=counts.concept,
-                           concept_sizes=parse_names(settings.concept_sizes), size=32 if size <= 32 else 64)
+                           concept_sizes=parse_names(settings.concept_sizes), size=32 if size <= 32 else 64,
+                           partials=counts.partials)
     if not prompts:
         raise ValueError("no prompts to evaluate: every group has a count of 0")
     report = evaluate(pipe, prompts, seed=settings.seed, batch_size=batch_size, extra_shapes=judged,

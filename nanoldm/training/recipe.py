@@ -219,11 +219,12 @@ def eval_stage(o: RecipeOptions, model: Path) -> Stage:
     """Prompt following of the final model; with a generic shape also large ones asked for by the generic word."""
     settings = EvalSettings(model=str(model), held_out=o.held_out, concept=o.generic_shape or None,
                             concept_sizes="large" if o.generic_shape else "")
-    counts = PromptCounts(singles=o.eval_prompts, pairs=max(1, 2 * o.eval_prompts // 3),
+    counts = PromptCounts(singles=o.eval_prompts, pairs=max(1, 2 * o.eval_prompts // 3), partials=o.eval_prompts,
                           held_out=max(1, o.eval_prompts // 2))
     out = Path(o.out) / "eval"
     command = ["eval", "--model", str(model), "--held-out", o.held_out, "--out", str(out), "--singles",
-               str(counts.singles), "--pairs", str(counts.pairs), "--held-out-count", str(counts.held_out),
+               str(counts.singles), "--pairs", str(counts.pairs), "--partials", str(counts.partials),
+               "--held-out-count", str(counts.held_out),
                *(["--concept", o.generic_shape, "--concept-sizes", "large"] if o.generic_shape else []),
                *(["--device", o.device] if o.device else [])]
     return Stage("eval", out / "report.json", evaluate_to,

@@ -234,3 +234,27 @@ def test_sizes_restricts_the_sizes_drawn():
     assert {o.size for s in world for o in s.objects} == {"large"}
     with pytest.raises(ValueError, match="sizes"):
         ShapesWorld(sizes=("huge",))
+
+
+def test_partial_captions_leave_attributes_out_and_change_no_pixel():
+    full = ShapesWorld(count=400, seed=6)
+    partial = ShapesWorld(count=400, seed=6, partial=0.5)
+    left_out = {"size": 0, "position": 0}
+    singles = pair_sizes = pairs = 0
+    for a, b in zip(full, partial):
+        assert np.array_equal(a.image, b.image) and a.objects == b.objects
+        pa, pb = parse_caption(a.caption), parse_caption(b.caption)
+        for obj, wa, wb in zip(a.objects, pa.objects, pb.objects):
+            assert all(wb[k] == v for k, v in wa.items() if k in wb)  # nothing named differently
+            assert wb.get("size", obj.size) == obj.size
+        if len(a.objects) == 1:
+            singles += 1
+            for key in left_out:
+                left_out[key] += key not in pb.objects[0]
+        else:
+            pairs += 2
+            pair_sizes += sum("size" in o for o in pb.objects)
+    assert all(0.4 < n / singles < 0.6 for n in left_out.values()), (left_out, singles)
+    assert 0.4 < pair_sizes / pairs < 0.6
+    with pytest.raises(ValueError, match="partial"):
+        ShapesWorld(partial=1.5)

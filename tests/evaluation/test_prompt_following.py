@@ -29,6 +29,13 @@ def test_prompt_set_is_fixed_grouped_and_respects_hold_outs():
     assert [p.group for p in eval_prompts(singles=3, pairs=2)] == ["single"] * 3 + ["pair"] * 2
 
 
+def test_partial_prompts_leave_out_size_position_or_both_in_turn():
+    prompts = eval_prompts(singles=2, pairs=1, partials=9)
+    assert [p.group for p in prompts] == ["single"] * 2 + ["partial"] * 9 + ["pair"]
+    named = [set(parse_caption(p.prompt).objects[0]) for p in prompts if p.group == "partial"]
+    assert named == [{"colour", "shape", "position"}, {"colour", "shape", "size"}, {"colour", "shape"}] * 3
+
+
 def test_summary_of_the_worlds_own_renders_is_all_right():
     """The prompts are captions of renders of the eval world; judged, the renders must be (almost) all right,
     so the grouping and the per-attribute bookkeeping are checked against a known answer."""
@@ -68,13 +75,14 @@ def test_eval_command_writes_report(tmp_path, tiny_model_16px, capsys):
 
     save_model(tiny_model_16px, tmp_path / "m.safetensors")
     assert main(["eval", "--model", str(tmp_path / "m.safetensors"), "--singles", "3", "--pairs", "2",
-                 "--held-out-count", "2", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
+                 "--partials", "2", "--held-out-count", "2", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
     out = capsys.readouterr().out
     assert "single" in out and "held_out_pair" in out
     import json
 
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert report["groups"]["single"]["n"] == 3 and len(report["images"]) == 3 + 2 + 2 + 2
+    assert report["groups"]["single"]["n"] == 3 and report["groups"]["partial"]["n"] == 2
+    assert len(report["images"]) == 3 + 2 + 2 + 2 + 2 and (tmp_path / "ev" / "partial.png").exists()
     assert (tmp_path / "ev" / "pair.png").exists()
 
 
