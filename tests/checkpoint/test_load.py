@@ -17,8 +17,8 @@ from tests.reference import write_reference_folder
 
 CONFIGS = {
     "conv-proj": TINY,
-    "linear-proj": ModelConfig(unet=TINY_UNET_LINEAR, vae=TINY_VAE, text=TINY_TEXT),
-    "inpaint-9ch": ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT),
+    "linear-proj": ModelConfig(unet=TINY_UNET_LINEAR, vae=TINY_VAE, text=TINY_TEXT, image_size=32),
+    "inpaint-9ch": ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT, image_size=32),
 }
 
 

@@ -53,7 +53,7 @@ def test_mask_of_another_size(pipe):
 
 def test_inpaint_on_a_model_that_cannot_inpaint():
     unet = UNetConfig(**{**TINY_UNET.__dict__, "in_channels": 6})
-    odd = Pipeline(LatentDiffusion.from_config(ModelConfig(unet=unet, vae=TINY_VAE, text=TINY_TEXT),
+    odd = Pipeline(LatentDiffusion.from_config(ModelConfig(unet=unet, vae=TINY_VAE, text=TINY_TEXT, image_size=32),
                                                tokenizer=CLIPTokenizer.default()))
     with pytest.raises(ValueError, match="this model cannot inpaint: its UNet takes 6 input channels"):
         odd.inpaint(Image.new("RGB", (16, 16)), Image.new("L", (16, 16)), "a", progress=False)

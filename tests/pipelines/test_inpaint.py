@@ -34,7 +34,7 @@ def image_and_mask():
     return image, Image.fromarray(mask)
 
 
-@pytest.mark.parametrize("cfg", [TINY, ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT)],
+@pytest.mark.parametrize("cfg", [TINY, ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT, image_size=32)],
                          ids=["ordinary-model", "inpainting-model"])
 @pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])
 def test_unmasked_region_is_kept_and_masked_region_regenerated(cfg, sampler, image_and_mask):
@@ -48,7 +48,7 @@ def test_unmasked_region_is_kept_and_masked_region_regenerated(cfg, sampler, ima
 
 def test_without_overlay_the_model_decodes_every_pixel(image_and_mask):
     image, mask = image_and_mask
-    pipe = pipeline(ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT))
+    pipe = pipeline(ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT, image_size=32))
     kept, raw = (pipe.inpaint(image, mask, "a square", seed=1, steps=3, overlay=o, progress=False)[0]
                  for o in (True, False))
     got, m = np.asarray(raw), np.asarray(mask) > 0

@@ -41,7 +41,7 @@ def test_parts_hold_the_models_facts(pipe):
 
 
 def test_parts_of_an_inpainting_model_and_their_noise():
-    model = LatentDiffusion.from_config(ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT))
+    model = LatentDiffusion.from_config(ModelConfig(unet=TINY_UNET_INPAINT, vae=TINY_VAE, text=TINY_TEXT, image_size=32))
     parts = ModelParts.from_model(model)
     assert parts.inpainting and parts.concat_channels == 5
     with pytest.raises(ValueError, match="this is an inpainting model .* use inpaint, not txt2img"):
