@@ -100,6 +100,12 @@ class ScheduleConfig:
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"  # linear | scaled_linear | cosine
     prediction_type: PredictionType = PredictionType.EPSILON
+    # where the sampling steps go, from a diffusers folder's scheduler_config.json (honoured by the diffusers
+    # conventions): "leading" | "trailing" | "linspace", None = each sampler's own default; the offset of
+    # "leading" steps (SD 1.x: 1); Karras noise levels for Euler, Heun and DPM++ 2M
+    timestep_spacing: str | None = None
+    steps_offset: int = 1
+    use_karras_sigmas: bool = False
 
 
 @dataclass(frozen=True)

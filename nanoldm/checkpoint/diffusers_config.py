@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from nanoldm.config import AutoencoderConfig, PredictionType, ScheduleConfig, TextEncoderConfig, UNetConfig
+from nanoldm.diffusion.schedule import SPACINGS
 
 # options whose value must be the SD 1.x one: name -> the only value we implement
 _UNET_FIXED = {
@@ -248,12 +249,21 @@ def schedule_config_from_diffusers(d: Mapping) -> ScheduleConfig:
     schedule = d.get("beta_schedule", "linear")
     if schedule not in from_diffusers:
         raise ValueError(f"beta_schedule {schedule!r}: supported are {sorted(from_diffusers)}")
+    if d.get("rescale_betas_zero_snr"):
+        raise ValueError("scheduler config with rescale_betas_zero_snr: not supported (its last noise level is "
+                         "infinite)")
+    spacing = d.get("timestep_spacing")
+    if spacing is not None and spacing not in SPACINGS:
+        raise ValueError(f"timestep_spacing {spacing!r}: supported are {', '.join(SPACINGS)}")
     return ScheduleConfig(
         num_train_timesteps=d.get("num_train_timesteps", 1000),
         beta_start=float(d.get("beta_start", 0.0001)),
         beta_end=float(d.get("beta_end", 0.02)),
         beta_schedule=from_diffusers[schedule],
         prediction_type=PredictionType(d.get("prediction_type", "epsilon")),
+        timestep_spacing=spacing,
+        steps_offset=int(d.get("steps_offset", 0)),  # diffusers' schedulers default to 0
+        use_karras_sigmas=bool(d.get("use_karras_sigmas", False)),
     )
 
 
@@ -269,9 +279,11 @@ def schedule_config_to_diffusers(cfg: ScheduleConfig) -> dict:
         "prediction_type": PredictionType(cfg.prediction_type).value,
         "set_alpha_to_one": False,
         "skip_prk_steps": True,
-        "steps_offset": 1,
-        "timestep_spacing": "leading",
+        "steps_offset": cfg.steps_offset,
         "clip_sample": False,
+        # written only when set: without them each diffusers scheduler uses its own default, as nanoldm does
+        **({"timestep_spacing": cfg.timestep_spacing} if cfg.timestep_spacing else {}),
+        **({"use_karras_sigmas": True} if cfg.use_karras_sigmas else {}),
     }
 
 

@@ -14,6 +14,7 @@ results come back in the dtype and on the device of the tensors passed in.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -42,14 +43,30 @@ def make_betas(kind: str, num_train_timesteps: int, beta_start: float, beta_end:
     raise ValueError(f"unknown beta_schedule {kind!r}: expected linear, scaled_linear or cosine")
 
 
+@dataclass(frozen=True)
+class StepPlacement:
+    """Where a scheduler config puts the sampling steps (diffusers' ``timestep_spacing``, ``steps_offset``,
+    ``use_karras_sigmas``); ``timestep_spacing`` None: each sampler's own default."""
+
+    timestep_spacing: str | None = None
+    steps_offset: int = 1
+    use_karras_sigmas: bool = False
+
+    def __post_init__(self):
+        if self.timestep_spacing is not None and self.timestep_spacing not in SPACINGS:
+            raise ValueError(f"unknown timestep_spacing {self.timestep_spacing!r}: expected one of "
+                             f"{', '.join(SPACINGS)}")
+
+
 class NoiseSchedule:
     """Betas and everything derived from them: the forward process, its posterior, prediction conversions,
-    and the map between integer timesteps t and noise levels sigma.
+    and the map between integer timesteps t and noise levels sigma; ``placement``: where sampling steps go.
 
     Shapes: t is (B,) integer for the VP-space methods; x0, x_t, eps, v are (B, ...) alike.
     """
 
-    def __init__(self, betas: torch.Tensor):
+    def __init__(self, betas: torch.Tensor, placement: StepPlacement = StepPlacement()):
+        self.placement = placement
         self.betas = betas.to(torch.float64)  # (T,)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)  # (T,)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
@@ -58,7 +75,8 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, cfg: ScheduleConfig) -> "NoiseSchedule":
-        return cls(make_betas(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end))
+        return cls(make_betas(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end),
+                   StepPlacement(cfg.timestep_spacing, cfg.steps_offset, cfg.use_karras_sigmas))
 
     @property
     def num_train_timesteps(self) -> int:

@@ -110,7 +110,7 @@ def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: Image
         sigmas = spec.img2img_sigmas(sigmas, opts.strength)
         start = sigmas[0] if len(sigmas) else torch.tensor(0.0)
     else:
-        start = spec.init_noise_sigma(sigmas)
+        start = spec.init_noise_sigma(sigmas, schedule.placement)
 
     def run(denoiser, x, cond, callback):
         return spec.sample(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, eta=opts.eta)

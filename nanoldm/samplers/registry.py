@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.diffusion.schedule import NoiseSchedule, StepPlacement
 from nanoldm.samplers.ddim import sample_ddim
 from nanoldm.samplers.ddpm import sample_ddpm
 from nanoldm.samplers.dpmpp import sample_dpmpp_2m
@@ -64,10 +64,11 @@ class SamplerSpec:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         return self.make_sigmas(schedule, int(steps))
 
-    def init_noise_sigma(self, sigmas: torch.Tensor) -> torch.Tensor:
+    def init_noise_sigma(self, sigmas: torch.Tensor, placement: StepPlacement = StepPlacement()) -> torch.Tensor:
         """Scale of the txt2img starting noise: sigmas[0] (sigma space) or sqrt(1 + sigmas[0]^2) (unit noise in
-        VP space, seen in sigma space)."""
-        return (1 + sigmas[0] ** 2).sqrt() if self.vp else sigmas[0]
+        VP space, seen in sigma space; diffusers' Euler family also starts so under "leading" spacing)."""
+        leading = placement.timestep_spacing == "leading" and self.make_sigmas in (_euler_sigmas, _euler_a_sigmas)
+        return (1 + sigmas[0] ** 2).sqrt() if self.vp or leading else sigmas[0]
 
     def img2img_sigmas(self, sigmas: torch.Tensor, strength: float) -> torch.Tensor:
         """The last ``strength`` part of the schedule, as diffusers' img2img selects it (module docstring).
@@ -86,25 +87,51 @@ class SamplerSpec:
 
 
 # --- noise levels per sampler ---------------------------------------------------------------------------
+# Each reads ``schedule.placement`` as diffusers' scheduler of that name reads its config (``from_config`` of a
+# model folder's scheduler_config.json); the spacing defaults are those schedulers' own.
 
-def _leading(schedule: NoiseSchedule, steps: int, final_sigma: float) -> torch.Tensor:
-    return sigmas_at_timesteps(schedule, schedule.timesteps(steps, "leading", SD_STEPS_OFFSET), final_sigma)
+def _timesteps(schedule: NoiseSchedule, steps: int, default: str) -> torch.Tensor:
+    placement = schedule.placement
+    return schedule.timesteps(steps, placement.timestep_spacing or default, placement.steps_offset)
+
+
+def _vp_timesteps(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+    """DDPM and DDIM: "leading" by default, integer timesteps (their "linspace" is rounded)."""
+    return _timesteps(schedule, steps, "leading").round()
 
 
 def _ddpm_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    return _leading(schedule, steps, 0.0)  # alpha_bar "before t = 0" is 1
+    return sigmas_at_timesteps(schedule, _vp_timesteps(schedule, steps), 0.0)  # alpha_bar "before t = 0" is 1
 
 
 def _ddim_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    return _leading(schedule, steps, float(schedule.sigmas[0]))  # set_alpha_to_one=False: the last step ends at t=0
+    # set_alpha_to_one=False: the last step ends at t=0
+    return sigmas_at_timesteps(schedule, _vp_timesteps(schedule, steps), float(schedule.sigmas[0]))
 
 
-def _linspace_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    return sigmas_at_timesteps(schedule, schedule.timesteps(steps, "linspace"))
+def _euler_sigmas(schedule: NoiseSchedule, steps: int, karras_allowed: bool = True) -> torch.Tensor:
+    """The Euler family: "linspace" by default, fractional timesteps; Karras levels span the chosen ones."""
+    sigmas = sigmas_at_timesteps(schedule, _timesteps(schedule, steps, "linspace"))
+    if karras_allowed and schedule.placement.use_karras_sigmas:
+        return karras_sigmas(float(sigmas[-2]), float(sigmas[0]), steps)
+    return sigmas
+
+
+def _euler_a_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+    return _euler_sigmas(schedule, steps, karras_allowed=False)  # diffusers' Euler a has no Karras option
 
 
 def _dpm_solver_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    return sigmas_at_timesteps(schedule, schedule.timesteps(steps + 1, "linspace").round()[:-1])
+    """DPM-Solver: steps + 1 integer timesteps less the last ("linspace" by default; "trailing" takes steps);
+    Karras levels span the whole table."""
+    if schedule.placement.use_karras_sigmas:
+        return _karras_sigmas(schedule, steps)
+    spacing = schedule.placement.timestep_spacing or "linspace"
+    if spacing == "trailing":
+        timesteps = schedule.timesteps(steps, spacing)
+    else:
+        timesteps = schedule.timesteps(steps + 1, spacing, schedule.placement.steps_offset).round()[:-1]
+    return sigmas_at_timesteps(schedule, timesteps)
 
 
 def _karras_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
@@ -114,9 +141,9 @@ def _karras_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("DDPM", sample_ddpm, _ddpm_sigmas, vp=True, quantize=True),
     SamplerSpec("DDIM", sample_ddim, _ddim_sigmas, vp=True, quantize=True, options=("eta",)),
-    SamplerSpec("Euler", sample_euler, _linspace_sigmas),
-    SamplerSpec("Euler a", sample_euler_ancestral, _linspace_sigmas),
-    SamplerSpec("Heun", sample_heun, _linspace_sigmas),
+    SamplerSpec("Euler", sample_euler, _euler_sigmas),
+    SamplerSpec("Euler a", sample_euler_ancestral, _euler_a_sigmas),
+    SamplerSpec("Heun", sample_heun, _euler_sigmas),
     SamplerSpec("DPM++ 2M", sample_dpmpp_2m, _dpm_solver_sigmas, vp=True, quantize=True),
     SamplerSpec("DPM++ 2M Karras", sample_dpmpp_2m, _karras_sigmas, vp=True, quantize=True),
 )}
