@@ -11,6 +11,11 @@ PNDM config: scaled_linear 0.00085..0.012, 1000 steps, steps_offset 1, set_alpha
     DPM++ 2M         sample_dpmpp_2m         round(linspace(steps + 1))[:-1]  0           VP     yes
     DPM++ 2M Karras  sample_dpmpp_2m         Karras, rho 7, table's range     0           VP     yes
 
+Those are the defaults. A model folder's scheduler_config.json (``ScheduleConfig`` -> ``NoiseSchedule.placement``)
+changes them as diffusers' ``from_config`` does: ``timestep_spacing`` replaces each sampler's spacing (the Euler
+family then starts from sqrt(1 + sigma_max^2) noise under "leading"), ``steps_offset`` shifts "leading" steps, and
+``use_karras_sigmas`` gives Euler and Heun Karras levels over their chosen range, DPM++ 2M over the whole table.
+
 "VP" schedulers (``init_noise_sigma`` 1) run on x / sqrt(1 + sigma^2): they start from unit-variance noise and
 return that scaled sample, so ``init_noise_sigma`` and ``sample`` convert at both ends.
 
