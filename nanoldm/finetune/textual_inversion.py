@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -105,33 +106,48 @@ def load_textual_inversion(model: LatentDiffusion, path: str | Path, token: str 
     return _apply(model, embedding, token or embedding.name, path)
 
 
-def load_embeddings_dir(model: LatentDiffusion, folder: str | Path) -> list[str]:
+def load_embeddings_dir(model: LatentDiffusion, folder: str | Path,
+                        skipped: dict[str, Embedding | None] | None = None) -> list[str]:
     """Add every embedding file of an A1111 embeddings folder, each under its token (``folder_token``); returns
-    the tokens. Other files (preview images, notes) are ignored. Files that cannot be read, are of another width
-    or repeat a token with other vectors are all named in one error, and then none is added (a token repeated
-    with the same vectors, as a trainer's ``.pt`` and ``.safetensors`` are, is added once)."""
+    the tokens. Other files (preview images, notes) are ignored. Files that cannot be read, are of another width,
+    repeat a token with other vectors or name a word already in the vocabulary are all named in one error, and
+    then none is added (a token repeated with the same vectors, as a trainer's ``.pt`` and ``.safetensors`` are,
+    is added once). With a ``skipped`` dict (a server, as A1111 starts): each such file is left out with one
+    warning instead, recorded there by token (or file name) with its embedding when it could be read."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: no such embeddings folder")
     files, width = _embedding_files(folder), token_embedding(model.text_encoder).embedding_dim
     embeddings, problems, seen = [], [], {}
+
+    def refuse(key: str, embedding: Embedding | None, problem: str) -> None:
+        problems.append(problem)
+        if skipped is not None:
+            skipped[key] = embedding
+            warnings.warn(f"embedding skipped: {problem}", stacklevel=3)
+
     for path in files:
         try:
             embedding = read_embedding(path)
         except CheckpointError as e:
-            problems.append(str(e))
+            refuse(path.name, None, str(e))
             continue
         token = folder_token(path, embedding)
         if token.lower() in seen:
             first, first_vectors = seen[token.lower()]
             if not torch.equal(first_vectors, embedding.vectors):  # the same vectors twice (.pt and .safetensors)
-                problems.append(f"{path} defines the token {token!r} again, with other vectors (also {first})")
+                refuse(path.name, embedding, f"{path} defines the token {token!r} again, with other vectors "
+                                             f"(also {first})")
             continue
         seen[token.lower()] = (path, embedding.vectors)
         if embedding.width != width:
-            problems.append(f"{path}: its vectors are {embedding.width} wide, this model's text encoder's {width}")
-        embeddings.append((token, embedding, path))
-    if problems:
+            refuse(token, embedding, f"{path}: its vectors are {embedding.width} wide, this model's text "
+                                     f"encoder's {width}")
+        elif _a_word_already(model, token):
+            refuse(token, embedding, f"{path}: its token {token!r} is already a word of the vocabulary")
+        else:
+            embeddings.append((token, embedding, path))
+    if problems and skipped is None:
         raise CheckpointError(f"{folder}: {len(problems)} of {len(files)} embedding files cannot be used: "
                               + "; ".join(problems))
     return [_apply(model, embedding, token, path) for token, embedding, path in embeddings]
@@ -184,6 +200,13 @@ def _holds_embedding(png: Path) -> bool:
         return read_png_embedding(png) is not None
     except CheckpointError:
         return False
+
+
+def _a_word_already(model: LatentDiffusion, token: str) -> bool:
+    """Whether ``token`` is a word of the tokenizer's own vocabulary (not a token added earlier, which a new
+    embedding may replace)."""
+    tokenizer = model.tokenizer
+    return tokenizer is not None and tokenizer.token_to_id(token) is not None and not tokenizer.vector_tokens(token)
 
 
 def _apply(model: LatentDiffusion, embedding: Embedding, token: str, path: str | Path) -> str:

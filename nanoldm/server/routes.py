@@ -154,9 +154,9 @@ def schedulers() -> list[dict]:
 
 @router.get("/embeddings", response_model=EmbeddingsResponse)
 def embeddings(request: Request) -> dict:
-    loaded = {token: {"shape": width, "vectors": vectors}
-              for token, (vectors, width) in service_of(request).embeddings.items()}
-    return {"loaded": loaded, "skipped": {}}
+    service = service_of(request)
+    return {part: {token: {"shape": width, "vectors": vectors} for token, (vectors, width) in table.items()}
+            for part, table in (("loaded", service.embeddings), ("skipped", service.skipped_embeddings))}
 
 
 @router.get("/hypernetworks", response_model=list[HypernetworkItem])

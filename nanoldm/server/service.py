@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from nanoldm.finetune.embedding_files import Embedding
 from nanoldm.finetune.textual_inversion import embedding_vectors, load_embeddings_dir
 from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, batch_run, check_sampler
 from nanoldm.pipelines.outputs import save_images
@@ -55,6 +56,7 @@ class Service:
         self.job_kind = ""
         self.clip_skip, self.eta_ddim = 1, 0.0  # option defaults a request may override
         self.embeddings: dict[str, tuple[int, int]] = {}  # token -> (vectors, width)
+        self.skipped_embeddings: dict[str, tuple[int, int]] = {}  # token or file name -> (vectors, width)
         self.pipe: Pipeline
         self.checkpoint: Checkpoint
         self.load(self.catalog.default)
@@ -66,8 +68,12 @@ class Service:
         pipe = load_pipeline(entry.path, device=self.settings.device, dtype=self.settings.dtype)
         pipe.hypernetworks.folder = self.settings.hypernetwork_dir
         pipe.loras.folder = self.settings.lora_dir
-        tokens = load_embeddings_dir(pipe.model, self.settings.embeddings_dir) if self.settings.embeddings_dir else []
+        skipped: dict[str, Embedding | None] = {}  # as A1111 starts: an unusable file is skipped and listed
+        tokens = (load_embeddings_dir(pipe.model, self.settings.embeddings_dir, skipped)
+                  if self.settings.embeddings_dir else [])
         self.embeddings = {token: tuple(embedding_vectors(pipe.model, token).shape) for token in tokens}
+        self.skipped_embeddings = {key: (e.vectors.shape[0], e.width) if e is not None else (0, 0)
+                                   for key, e in skipped.items()}
         entry.compute_hash()
         self.pipe, self.checkpoint = pipe, entry
 

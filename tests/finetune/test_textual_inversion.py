@@ -225,3 +225,22 @@ def test_wrong_width_and_bad_files_are_clear_errors(model, tmp_path):
         read_embedding(tmp_path / "two.pt")
     with pytest.raises(CheckpointError, match="no such file"):
         read_embedding(tmp_path / "missing.pt")
+
+
+def test_a_server_skips_and_lists_what_it_cannot_use_as_a1111_does(model, tmp_path):
+    """Strict (the commands): one error naming every unusable file, nothing added. With a ``skipped`` dict (the
+    server): the usable ones load, each other one is a warning and an entry of the dict."""
+    folder = tmp_path / "emb"
+    write_diffusers(Embedding("<ok>", torch.randn(1, WIDTH)), folder / "ok.safetensors")
+    write_diffusers(Embedding("<wide>", torch.randn(2, 48)), folder / "wide.safetensors")
+    write_a1111_safetensors(Embedding("star", torch.randn(1, WIDTH)), folder / "star.safetensors")
+    (folder / "broken.pt").write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(CheckpointError, match="3 of 4.*'star' is already a word of the vocabulary"):
+        load_embeddings_dir(model, folder)
+    assert model.tokenizer.added_tokens == []
+    skipped = {}
+    with pytest.warns(UserWarning, match="embedding skipped") as caught:
+        tokens = load_embeddings_dir(model, folder, skipped)
+    assert tokens == ["<ok>"] and model.tokenizer.added_tokens == ["<ok>"] and len(caught) == 3
+    assert set(skipped) == {"<wide>", "star", "broken.pt"} and skipped["broken.pt"] is None
+    assert skipped["<wide>"].vectors.shape == (2, 48)
