@@ -50,7 +50,7 @@ def test_train_all_end_to_end_then_skips_finished_stages(tmp_path, capsys):
         assert tensor.equal(ldm.vae.state_dict()[name])
     assert "data_paper: held-out PSNR" in printed  # the decoder learned the paper style
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert set(report["groups"]) == {"single", "pair", "held_out", "held_out_pair", "concept"}
+    assert set(report["groups"]) == {"single", "partial", "pair", "held_out", "held_out_pair", "concept"}
     assert "data_dark: held-out PSNR" in printed  # the VAE saw the dark style too, and says how it does on it
 
     assert main(["train", "all", "--out", str(out), *TOY]) == 0
