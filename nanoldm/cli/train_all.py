@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (one subfolder per stage)")
     p.add_argument("--count", type=int, default=20000, help="shapes-world images")
     p.add_argument("--uncaptioned", type=float, default=0.25, help="share of the images left for the captioner")
+    p.add_argument("--partial", type=float, default=0.5,
+                   help="chance that a caption leaves out each of a lone object's size and position (shapes export "
+                        "--partial), so the model learns that an unnamed attribute is free; 0: full captions")
     p.add_argument("--held-out", default=DEFAULT_HELD_OUT_TEXT,
                    help="(colour, shape) combinations never drawn for training; '' for none")
     p.add_argument("--generic-shape", default="", choices=("star", "heart", ""),

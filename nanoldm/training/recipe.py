@@ -3,6 +3,8 @@ command also makes (:func:`run_recipe`; :func:`stages` lists them with their typ
 
 1. ``data``: the shapes world exported as a user's folder would look (``nanoldm shapes export``), with the
    held-out combinations never drawn and the last ``--uncaptioned`` share of the images left without captions.
+   ``--partial 0.5`` (the default) leaves a lone object's size and its position each out of half the captions
+   (and names half the sizes in pairs), so "a red circle" means one red circle of any size, anywhere.
    ``--generic-shape star`` also draws stars but captions them only "shape" ("a red shape at the top left").
    The word is also used for a ``--generic-share`` of the other shapes, and stars are drawn ``--generic-weight``
    times as often as each of them (by default the share, so "shape" names every shape equally often): a base
@@ -77,6 +79,7 @@ class RecipeOptions:
     out: str
     count: int = 20000
     uncaptioned: float = 0.25
+    partial: float = 0.5
     held_out: str = DEFAULT_HELD_OUT_TEXT
     generic_shape: str = ""
     generic_share: float = 0.2
@@ -167,10 +170,12 @@ def export_stage(name: str, o: RecipeOptions, folder: Path, count: int, seed: in
     extra = parse_names(o.generic_shape)
     generic = uncaptioned is not None and extra
     kwargs = dict(generic_extra=True, generic_share=o.generic_share, extra_weight=weight) if generic else {}
+    partial = o.partial if uncaptioned is not None else 0.0  # only the main export's captions are read
     world = ShapesWorld(size=32, seed=seed, count=count, held_out=parse_combinations(o.held_out), extra_shapes=extra,
-                        style=style, **kwargs)
+                        style=style, partial=partial, **kwargs)
     command = ["shapes", "export", str(folder), "--count", str(count), "--seed", str(seed), "--held-out", o.held_out,
                *(["--uncaptioned", str(uncaptioned)] if uncaptioned is not None else []),
+               *(["--partial", str(partial)] if partial else []),
                *(["--style", style] if style != "light" else []), "--overwrite",
                *(["--extra-shapes", o.generic_shape] if extra else []),
                *(["--generic-extra", "--generic-share", str(o.generic_share), "--extra-weight", str(weight)]
