@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from nanoldm.samplers import SAMPLER_NAMES, get_sampler
 from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES, find_a1111_sampler
+from nanoldm.samplers.comfyui import find_comfyui
 from nanoldm.samplers.schedules import schedule_key
 
 DEFAULT_SAMPLER = "Euler a"
 IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
-LIKES = ("a1111", "diffusers")  # whose conventions a generation follows (pipelines/conventions.py)
+LIKES = ("a1111", "diffusers", "comfyui")  # whose conventions a generation follows (pipelines/conventions.py)
 INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
 # how img2img / inpainting fit the input image to the target size: A1111's resize modes 0, 1 and 2
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill")
@@ -57,7 +58,7 @@ class GenerateOptions:
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""
     scheduler: str = "Automatic"  # A1111's "Schedule type"; Automatic: the sampler's own
-    like: str = "a1111"  # whose conventions: "a1111" (1.10) or "diffusers" (see pipelines/conventions.py)
+    like: str = "a1111"  # whose conventions: "a1111" (1.10), "diffusers" or "comfyui" (pipelines/conventions.py)
 
     def validate(self, latent_factor: int) -> None:
         """ValueError naming the first impossible setting; sizes must be multiples of ``latent_factor``."""
@@ -81,6 +82,10 @@ class GenerateOptions:
             raise ValueError(f"unknown resize mode {self.resize_mode!r}; valid: {', '.join(RESIZE_MODES)}")
         if not 0.0 <= self.subseed_strength <= 1.0:
             raise ValueError(f"subseed strength (variation strength) must be in [0, 1], got {self.subseed_strength}")
+        if self.like == "comfyui" and (self.subseed_strength or self.ensd or self.enable_hr
+                                       or self.seed_resize_from_w > 0 or self.seed_resize_from_h > 0):
+            raise ValueError("variation seeds, seed resize, ENSD and Hires. fix are A1111's: not with "
+                             "like='comfyui' (--like comfyui)")
         for name in ("seed_resize_from_w", "seed_resize_from_h"):
             size = getattr(self, name)
             if 0 < size < latent_factor:
@@ -95,6 +100,9 @@ def check_sampler(sampler: str, scheduler: str = "Automatic", like: str = "a1111
     """ValueError naming the valid values for an unknown conventions, schedule type or sampler name."""
     if like not in LIKES:
         raise ValueError(f"unknown conventions {like!r}; valid: {', '.join(LIKES)}")
+    if like == "comfyui":
+        find_comfyui(sampler, scheduler)
+        return
     schedule_key(scheduler)
     if like == "a1111" and find_a1111_sampler(sampler, scheduler) is not None:
         return

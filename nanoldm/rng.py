@@ -119,3 +119,26 @@ class ImageNoise:
 
     def _draw(self, i: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generators[i], dtype=torch.float32)
+
+
+class BatchNoise:
+    """ComfyUI's noise (``comfy/sample.py: prepare_noise``; ``k_diffusion/sampling.py: default_noise_sampler``):
+    the starting noise is one (B, C, h, w) draw of a CPU generator seeded with ``seed`` (so image i depends on the
+    batch size), and the samplers' later noise comes from a second CPU generator seeded with ``seed + 1``, again a
+    whole batch per call. ``seeds`` (for the SDE samplers' one Brownian tree) is the single seed."""
+
+    def __init__(self, seed: int, batch_size: int, shape: tuple[int, int, int], *,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.seeds, self.shape = seed, (batch_size, *shape)
+        self.device, self.dtype = torch.device(device), dtype
+        self._start: torch.Generator | None = torch.Generator("cpu").manual_seed(seed)
+        self._later: torch.Generator | None = None
+
+    def __call__(self) -> torch.Tensor:
+        """Shapes: -> (B, C, h, w)."""
+        if self._start is not None:
+            generator, self._start = self._start, None
+        else:
+            self._later = self._later or torch.Generator("cpu").manual_seed(self.seeds + 1)
+            generator = self._later
+        return torch.randn(self.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)

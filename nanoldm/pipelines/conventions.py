@@ -15,6 +15,7 @@ Names A1111's k-diffusion list lacks (DDPM, DDIM) run with the diffusers convent
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,10 +27,11 @@ from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
 from nanoldm.samplers.brownian import BrownianNoise
+from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui
 from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
 
-PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round"}  # how each tool makes 8-bit pixels
+PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round", "comfyui": "truncate"}  # each tool's 8-bit pixels
 
 
 @dataclass
@@ -63,6 +65,9 @@ def resolve_a1111(sampler: str, scheduler: str = "Automatic") -> tuple[A1111Samp
 def infotext_names(opts: GenerateOptions) -> tuple[str, str | None]:
     """(Sampler, Schedule type) as the infotext names them: A1111's sampler name and the schedule that ran
     ("DPM++ 2M Karras" -> "DPM++ 2M", "Karras"); the registry's name and no schedule type otherwise."""
+    if opts.like == "comfyui":
+        spec, scheduler = find_comfyui(opts.sampler, opts.scheduler)
+        return spec.name, scheduler
     found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
     if found is None:
         return get_sampler(opts.sampler).name, None
@@ -73,6 +78,8 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
          hires_steps: int | None = None) -> SamplingPlan:
     """The sampling plan of ``opts`` for txt2img or img2img (``opts.strength``). ``hires_steps``: Hires. fix's
     second pass (A1111's ``setup_img2img_steps`` with its steps)."""
+    if opts.like == "comfyui":
+        return _comfyui_plan(schedule, opts, noise, img2img)
     found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
     if found is None:
         schedule_key(opts.scheduler)  # an unknown schedule type is an error in every mode
@@ -117,3 +124,28 @@ def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: Image
 
     return SamplingPlan(spec.name, sigmas, start, spec.quantize, run)
 
+
+
+def _comfyui_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise, img2img: bool) -> SamplingPlan:
+    """ComfyUI's KSampler (``comfy/samplers.py``): its schedulers, integer timesteps (the nearest in log sigma),
+    the starting noise times sqrt(1 + sigma^2) when the schedule starts at sigma_max (else times sigma), the
+    samplers' own defaults (eta 1, s_noise 1), one Brownian tree for the batch, img2img as ``set_steps``."""
+    spec, scheduler = find_comfyui(opts.sampler, opts.scheduler)
+    if img2img:
+        sigmas = comfyui_img2img_sigmas(spec, scheduler, schedule, opts.steps, opts.strength)
+    else:
+        sigmas = comfyui_sigmas(spec, scheduler, schedule, opts.steps)
+    sigma_max = float(schedule.sigmas.float()[-1])
+    first = float(sigmas[0])
+    start = ((1 + sigmas[0] ** 2).sqrt() if math.isclose(sigma_max, first, rel_tol=1e-5) or first > sigma_max
+             else sigmas[0])
+    options = dict(spec.options)
+    if spec.brownian:
+        options["noise_sampler"] = BrownianNoise(noise.shape if isinstance(noise.seeds, int) else
+                                                 (len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
+                                                 sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)
+
+    def run(denoiser, x, cond, callback):
+        return spec.fn(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
+
+    return SamplingPlan(spec.name, sigmas, start, True, run, scheduler)

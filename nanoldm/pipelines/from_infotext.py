@@ -58,6 +58,7 @@ FIELDS: dict[str, tuple[str, type]] = {
     # the schedule keys map onto the fields of the same names once GenerateOptions has them
     "Schedule type": ("scheduler", str),
     "Hires schedule type": ("hr_scheduler", str),
+    "Conventions": ("like", str),  # nanoldm's: written when not A1111's (like="diffusers" or "comfyui")
 }
 HIRES_KEYS = ("Hires upscale", "Hires resize-1")  # either one: Hires. fix was on
 # keys that describe the run without changing the image nanoldm makes (or are checked, not set: Model hash)

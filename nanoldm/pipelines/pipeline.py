@@ -166,7 +166,8 @@ class Pipeline:
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
-                extra={**({"Eta": opts.eta} if opts.eta else {}), **fields, **hires_params(opts)})
+                extra={**({"Eta": opts.eta} if opts.eta else {}), **fields, **hires_params(opts),
+                       **({"Conventions": opts.like} if opts.like != "a1111" else {})})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

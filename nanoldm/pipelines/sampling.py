@@ -19,7 +19,7 @@ from nanoldm.pipelines.conventions import plan
 from nanoldm.pipelines.images import tensor_to_pil
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor, StopSampling
-from nanoldm.rng import ImageNoise, batch_seeds
+from nanoldm.rng import BatchNoise, ImageNoise, batch_seeds
 from nanoldm.text.encode import encode_prompt_pair
 
 
@@ -48,11 +48,13 @@ def _column(sigma, x: torch.Tensor) -> torch.Tensor:
 
 
 def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tensor | None = None) -> Conditioning:
-    """Prompt and negative prompt encoded (A1111 syntax, 75-token chunks) and repeated for the batch.
+    """Prompt and negative prompt encoded (A1111 syntax, 75-token chunks; weights as ``opts.like``'s tool
+    applies them) and repeated for the batch.
     Shapes: concat (B, C_extra, h, w) or None."""
     with torch.no_grad():
         cond, uncond = encode_prompt_pair(parts.text_encoder, parts.tokenizer, opts.prompt, opts.negative_prompt,
-                                          clip_skip=opts.clip_skip)
+                                          clip_skip=opts.clip_skip,
+                                          emphasis="comfyui" if opts.like == "comfyui" else "original")
     B = opts.batch_size
     return Conditioning(context=cond.expand(B, -1, -1), uncond_context=uncond.expand(B, -1, -1),
                         cfg_scale=opts.cfg_scale, concat=concat)
@@ -61,6 +63,9 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
 def seeded_noise(parts: ModelParts, opts: GenerateOptions, height: int, width: int) -> tuple[ImageNoise, list[int]]:
     """The batch's seeds (``rng.batch_seeds``: A1111's, one seed for all with a variation seed) and their noise for
     images of ``height`` x ``width`` pixels, with ``opts``' seed extras (variation seed, resize seed from, ENSD)."""
+    if opts.like == "comfyui":  # one draw for the batch, every image under the one seed
+        return BatchNoise(opts.seed, opts.batch_size, (parts.latent_channels, *parts.latent_size(height, width)),
+                          device=parts.device, dtype=parts.dtype), [opts.seed] * opts.batch_size
     seeds, subseeds = batch_seeds(opts.seed, opts.batch_size, opts.subseed, opts.subseed_strength)
     resize = None
     if opts.seed_resize_from_h > 0 and opts.seed_resize_from_w > 0:  # A1111: both, or off

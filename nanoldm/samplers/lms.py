@@ -14,9 +14,11 @@ def lms_coefficient(order: int, sigmas: np.ndarray, i: int, j: int) -> float:
     return float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i]))
 
 
-def sample_lms(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: int = 4):
+def sample_lms(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: int = 4,
+               last_denoised: bool = False):
     """Linear multistep on dx/dsigma = (x - D) / sigma: the next x extrapolates the slopes of the last ``order``
     steps with a polynomial in sigma (order 1 on the first step, rising to ``order``). ``noise`` is unused.
+    ``last_denoised``: a step down to sigma 0 returns the prediction itself (ComfyUI's lms), not the extrapolation.
 
     Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at sigmas[-1].
     """
@@ -27,7 +29,10 @@ def sample_lms(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: i
         slopes = [*slopes[-(order - 1):], (x - denoised) / sigmas[i]]  # 1. the latest `order` slopes
         k = min(i + 1, order)
         coefficients = [lms_coefficient(k, nodes, i, j) for j in range(k)]  # 2. weights of slopes i, i-1, ...
-        x = x + sum(c * d for c, d in zip(coefficients, reversed(slopes)))
+        if last_denoised and sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            x = x + sum(c * d for c, d in zip(coefficients, reversed(slopes)))
         if callback is not None:
             callback(i, x, denoised)
     return x

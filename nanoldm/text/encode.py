@@ -128,11 +128,25 @@ def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.where(unweighted[:, None, None], z, weighted * ratio)
 
 
-def encode_chunks(text_encoder, batch_chunks: list[list[PromptChunk]], *, clip_skip: int = 1) -> torch.Tensor:
-    """Steps 3-5 for a batch of chunked prompts, all with the same number of chunks.
+def _apply_weights_comfyui(z: torch.Tensor, weights: torch.Tensor, z_empty: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's emphasis (``comfy/sd1_clip.py: encode_token_weights``): a weighted token's hidden state moves
+    away from the empty prompt's at its position, (z - z_empty) * w + z_empty; no mean is restored.
+
+    Shapes: z (B, L, width), weights (B, L), z_empty (1, L, width) -> (B, L, width).
+    """
+    w = weights[..., None]
+    return torch.where(w != 1, (z - z_empty) * w + z_empty, z)
+
+
+def encode_chunks(text_encoder, batch_chunks: list[list[PromptChunk]], *, clip_skip: int = 1,
+                  emphasis: str = "original", tokenizer: CLIPTokenizer | None = None) -> torch.Tensor:
+    """Steps 3-5 for a batch of chunked prompts, all with the same number of chunks. ``emphasis``: "original"
+    (A1111's, step 4) or "comfyui" (``_apply_weights_comfyui``; it needs the ``tokenizer`` for the empty prompt).
 
     Chunk i of every prompt is encoded in one (B, 77) call. Shapes: -> (B, 77 * n_chunks, width).
     """
+    if emphasis not in ("original", "comfyui"):
+        raise ValueError(f"unknown emphasis {emphasis!r}; valid: original, comfyui")
     counts = {len(chunks) for chunks in batch_chunks}
     if len(counts) != 1:
         raise ValueError(f"prompts of a batch need the same number of chunks, got {sorted(counts)}")
@@ -142,7 +156,11 @@ def encode_chunks(text_encoder, batch_chunks: list[list[PromptChunk]], *, clip_s
         ids = torch.tensor([chunks[i].ids for chunks in batch_chunks], dtype=torch.long, device=device)  # (B, 77)
         z = text_encoder(ids, clip_skip=clip_skip)  # (B, 77, width)
         weights = torch.tensor([chunks[i].weights for chunks in batch_chunks], dtype=z.dtype, device=device)
-        outputs.append(_apply_weights(z, weights))
+        if emphasis == "comfyui" and bool((weights != 1).any()):
+            empty = torch.tensor([empty_chunk(tokenizer).ids], dtype=torch.long, device=device)
+            outputs.append(_apply_weights_comfyui(z, weights, text_encoder(empty, clip_skip=clip_skip)))
+        else:
+            outputs.append(z if emphasis == "comfyui" else _apply_weights(z, weights))
     return torch.cat(outputs, dim=1)  # (B, 77 * n_chunks, width)
 
 
@@ -168,11 +186,13 @@ def encode_prompt(text_encoder, tokenizer: CLIPTokenizer, prompt: str, *, clip_s
 
 
 def encode_prompt_pair(text_encoder, tokenizer: CLIPTokenizer, prompt: str | list[str],
-                       negative_prompt: str | list[str], *, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                       negative_prompt: str | list[str], *, clip_skip: int = 1,
+                       emphasis: str = "original") -> tuple[torch.Tensor, torch.Tensor]:
     """Context for a prompt and for its negative prompt (CFG's cond and uncond), padded to one length.
 
     Strings give batches of one; lists must be equally long. Prompts and negative prompts are encoded in
-    separate calls, as diffusers does. Shapes: -> cond, uncond, each (B, 77 * n_chunks, width).
+    separate calls, as diffusers does; ``emphasis`` as in ``encode_chunks``.
+    Shapes: -> cond, uncond, each (B, 77 * n_chunks, width).
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -182,6 +202,6 @@ def encode_prompt_pair(text_encoder, tokenizer: CLIPTokenizer, prompt: str | lis
     cond_chunks = [chunk_prompt(tokenizer, p) for p in prompts]
     uncond_chunks = [chunk_prompt(tokenizer, p) for p in negatives]
     n = max(map(len, cond_chunks + uncond_chunks))
-    cond = encode_chunks(text_encoder, pad_chunks(tokenizer, cond_chunks, n), clip_skip=clip_skip)
-    uncond = encode_chunks(text_encoder, pad_chunks(tokenizer, uncond_chunks, n), clip_skip=clip_skip)
+    cond, uncond = (encode_chunks(text_encoder, pad_chunks(tokenizer, chunks, n), clip_skip=clip_skip,
+                                  emphasis=emphasis, tokenizer=tokenizer) for chunks in (cond_chunks, uncond_chunks))
     return cond, uncond

@@ -177,3 +177,19 @@ def test_zero_mean_hidden_states_do_not_make_nan():
     assert torch.equal(_apply_weights(z, torch.ones(1, 2)), z)
     out = _apply_weights(z, torch.tensor([[1.0, 1.5]]))
     assert torch.isfinite(out).all()
+
+
+def test_comfyui_emphasis_moves_weighted_tokens_away_from_the_empty_prompt(tokenizer, encoder):
+    """ComfyUI (``encode_token_weights``): z' = (z - z_empty) * w + z_empty at weighted positions, the rest as it
+    is, no mean restored; an unweighted prompt is the plain encoder call."""
+    with torch.no_grad():
+        z = encoder(tokenizer("a cat dog"))
+        z_empty = encoder(tokenizer(""))
+        cond, _ = encode_prompt_pair(encoder, tokenizer, "a (cat:1.5) dog", "", emphasis="comfyui")
+        plain, _ = encode_prompt_pair(encoder, tokenizer, "a cat dog", "", emphasis="comfyui")
+    assert torch.equal(plain, z)
+    expected = z.clone()
+    expected[0, 2] = (z[0, 2] - z_empty[0, 2]) * 1.5 + z_empty[0, 2]
+    assert torch.allclose(cond, expected, atol=1e-6) and torch.equal(cond[0, 3], z[0, 3])
+    with pytest.raises(ValueError, match="unknown emphasis 'loud'"):
+        encode_prompt_pair(encoder, tokenizer, "a", "", emphasis="loud")

@@ -1,0 +1,173 @@
+"""ComfyUI's KSampler names: its samplers (``comfy/samplers.py``: ``KSAMPLER_NAMES``, ``ksampler``,
+``sampler_object``) and schedulers (``SCHEDULER_HANDLERS``), mapped onto nanoldm's sampler functions and
+schedules. Where ComfyUI's arithmetic is k-diffusion's, the function is shared with the A1111 list; where it is
+not, it says so below.
+
+    ComfyUI           function                  notes
+    euler, ddim       sample_euler              ComfyUI's "ddim" is Euler
+    euler_ancestral   sample_euler_ancestral    eta 1
+    heun              sample_heun
+    dpm_2             sample_dpm_2              the next-to-last sigma dropped (DISCARD_PENULTIMATE_SIGMA_SAMPLERS)
+    dpm_2_ancestral   sample_dpm_2_ancestral    the same, eta 1
+    lms               sample_lms                the last step returns the prediction (k-diffusion extrapolates)
+    dpm_fast          sample_dpm_fast           between the schedule's own ends, eta 0
+    dpm_adaptive      sample_dpm_adaptive       the same
+    dpmpp_2s_ancestral  sample_dpmpp_2s_ancestral
+    dpmpp_sde         sample_dpmpp_sde          Brownian tree; ComfyUI's half-logSNR form equals it to rounding
+    dpmpp_2m          sample_dpmpp_2m
+    dpmpp_2m_sde(_heun)  sample_dpmpp_2m_sde    Brownian tree; midpoint (heun) solver
+    dpmpp_3m_sde      sample_dpmpp_3m_sde       Brownian tree
+
+Schedulers: normal, simple, sgm_uniform, karras, exponential and ddim_uniform are the schedules A1111 took from
+ComfyUI (``schedules.py``); beta (sigma-table indices ``rint(ppf * 999)``, repeats dropped), kl_optimal (ending at
+0) and linear_quadratic are ComfyUI's own, here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.samplers.dpm2 import sample_dpm_2, sample_dpm_2_ancestral
+from nanoldm.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
+from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
+from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
+from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
+from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.lms import sample_lms
+from nanoldm.samplers.schedules import SCHEDULES
+
+NOT_BUILT = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+             "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "er_sde",
+             "sa_solver", "uni_pc", "uni_pc_bh2")  # ComfyUI names nanoldm does not run yet
+
+
+@dataclass(frozen=True)
+class ComfySampler:
+    """One of ComfyUI's sampler names: the function, its keyword options, and how ComfyUI drives it."""
+
+    name: str
+    fn: Callable
+    options: dict = field(default_factory=dict)
+    discard_penultimate: bool = False
+    brownian: bool = False
+
+
+COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (
+    ComfySampler("euler", sample_euler),
+    ComfySampler("euler_ancestral", sample_euler_ancestral),
+    ComfySampler("heun", sample_heun),
+    ComfySampler("dpm_2", sample_dpm_2, discard_penultimate=True),
+    ComfySampler("dpm_2_ancestral", sample_dpm_2_ancestral, discard_penultimate=True),
+    ComfySampler("lms", sample_lms, {"last_denoised": True}),
+    ComfySampler("dpm_fast", sample_dpm_fast),
+    ComfySampler("dpm_adaptive", sample_dpm_adaptive),
+    ComfySampler("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral),
+    ComfySampler("dpmpp_sde", sample_dpmpp_sde, brownian=True),
+    ComfySampler("dpmpp_2m", sample_dpmpp_2m),
+    ComfySampler("dpmpp_2m_sde", sample_dpmpp_2m_sde, brownian=True),
+    ComfySampler("dpmpp_2m_sde_heun", sample_dpmpp_2m_sde, {"solver_type": "heun"}, brownian=True),
+    ComfySampler("dpmpp_3m_sde", sample_dpmpp_3m_sde, brownian=True),
+    ComfySampler("ddim", sample_euler),
+)}
+
+
+def get_comfyui_sampler(name: str) -> ComfySampler:
+    spec = COMFYUI_SAMPLERS.get(str(name).strip())
+    if spec is None:
+        extra = " (ComfyUI has it; nanoldm does not run it yet)" if name in NOT_BUILT else ""
+        raise ValueError(f"unknown ComfyUI sampler {name!r}{extra}; valid names: {', '.join(COMFYUI_SAMPLERS)}")
+    return spec
+
+
+# --- ComfyUI's own schedulers -------------------------------------------------------------------------------
+
+def comfy_beta(schedule: NoiseSchedule, steps: int, alpha: float = 0.6, b: float = 0.6) -> torch.Tensor:
+    """``beta_scheduler``: the sigma-table entries at rint(ppf(1 - i/steps) * 999), repeats dropped, then 0."""
+    from scipy.special import betaincinv
+
+    sigmas, T = schedule.sigmas.float(), schedule.num_train_timesteps
+    indices = np.rint(betaincinv(alpha, b, 1 - np.linspace(0, 1, steps, endpoint=False)) * (T - 1))
+    levels, last = [], None
+    for t in indices:
+        if t != last:
+            levels.append(float(sigmas[int(t)]))
+        last = t
+    return torch.tensor(levels + [0.0], dtype=torch.float32)
+
+
+def comfy_kl_optimal(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+    """``kl_optimal_scheduler``: tan of arctan(sigma) stepped evenly from sigma_max to sigma_min, then 0."""
+    sigmas = schedule.sigmas.float()
+    ramp = torch.arange(steps, dtype=torch.float).div_(max(steps - 1, 1))
+    levels = torch.zeros(steps + 1)
+    levels[:-1] = (ramp * math.atan(sigmas[0].item()) + (1 - ramp) * math.atan(sigmas[-1].item())).tan_()
+    return levels
+
+
+def comfy_linear_quadratic(schedule: NoiseSchedule, steps: int, threshold: float = 0.025) -> torch.Tensor:
+    """``linear_quadratic_schedule`` (made for flow models): linear, then quadratic, in units of sigma_max."""
+    sigma_max = schedule.sigmas.float()[-1]
+    if steps == 1:
+        return torch.tensor([1.0, 0.0]) * sigma_max
+    linear_steps = steps // 2
+    linear = [i * threshold / linear_steps for i in range(linear_steps)]
+    diff, q_steps = linear_steps - threshold * steps, steps - linear_steps
+    quad_coef = diff / (linear_steps * q_steps ** 2)
+    lin_coef = threshold / linear_steps - 2 * diff / q_steps ** 2
+    const = quad_coef * linear_steps ** 2
+    quadratic = [quad_coef * i ** 2 + lin_coef * i + const for i in range(linear_steps, steps)]
+    return torch.FloatTensor([1.0 - x for x in linear + quadratic + [1.0]]) * sigma_max
+
+
+COMFYUI_SCHEDULERS: dict[str, Callable[[NoiseSchedule, int], torch.Tensor]] = {
+    "simple": SCHEDULES["Simple"], "sgm_uniform": SCHEDULES["SGM Uniform"], "karras": SCHEDULES["Karras"],
+    "exponential": SCHEDULES["Exponential"], "ddim_uniform": SCHEDULES["DDIM"], "beta": comfy_beta,
+    "normal": SCHEDULES["Normal"], "linear_quadratic": comfy_linear_quadratic, "kl_optimal": comfy_kl_optimal,
+}
+
+
+def comfyui_sigmas(spec: ComfySampler, scheduler: str, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+    """``KSampler.calculate_sigmas`` (the penultimate level dropped for DPM2). Shapes: -> (k + 1,) float32."""
+    make = COMFYUI_SCHEDULERS.get(str(scheduler).strip())
+    if make is None:
+        raise ValueError(f"unknown ComfyUI scheduler {scheduler!r}; valid names: {', '.join(COMFYUI_SCHEDULERS)}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    if spec.discard_penultimate:
+        sigmas = make(schedule, int(steps) + 1)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
+    return make(schedule, int(steps))
+
+
+def comfyui_img2img_sigmas(spec: ComfySampler, scheduler: str, schedule: NoiseSchedule, steps: int,
+                           denoise: float) -> torch.Tensor:
+    """``KSampler.set_steps``: below denoise 1, the last ``steps`` steps of a schedule of int(steps / denoise)."""
+    if denoise > 0.9999:
+        return comfyui_sigmas(spec, scheduler, schedule, steps)
+    if denoise <= 0:
+        return torch.zeros(1)
+    return comfyui_sigmas(spec, scheduler, schedule, int(steps / denoise))[-(steps + 1):]
+
+
+A1111_TO_COMFYUI = {  # A1111's names of the same algorithms, accepted under like="comfyui" too
+    "Euler": "euler", "Euler a": "euler_ancestral", "Heun": "heun", "DPM2": "dpm_2", "DPM2 a": "dpm_2_ancestral",
+    "LMS": "lms", "DPM fast": "dpm_fast", "DPM adaptive": "dpm_adaptive", "DPM++ 2S a": "dpmpp_2s_ancestral",
+    "DPM++ SDE": "dpmpp_sde", "DPM++ 2M": "dpmpp_2m", "DPM++ 2M SDE": "dpmpp_2m_sde",
+    "DPM++ 2M SDE Heun": "dpmpp_2m_sde_heun", "DPM++ 3M SDE": "dpmpp_3m_sde", "DDIM": "ddim",
+}
+DEFAULT_SCHEDULER = "normal"  # the scheduler of ComfyUI's default workflow; A1111's "Automatic" means it here
+
+
+def find_comfyui(sampler: str, scheduler: str = "Automatic") -> tuple[ComfySampler, str]:
+    """The ComfyUI sampler and scheduler names of a request (A1111's sampler names map to ComfyUI's; "Automatic"
+    is ``DEFAULT_SCHEDULER``); ValueError listing the valid names otherwise."""
+    spec = get_comfyui_sampler(A1111_TO_COMFYUI.get(str(sampler).strip(), sampler))
+    scheduler = DEFAULT_SCHEDULER if str(scheduler).strip().lower() == "automatic" else str(scheduler).strip()
+    if scheduler not in COMFYUI_SCHEDULERS:
+        raise ValueError(f"unknown ComfyUI scheduler {scheduler!r}; valid names: {', '.join(COMFYUI_SCHEDULERS)}")
+    return spec, scheduler

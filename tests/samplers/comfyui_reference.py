@@ -1,0 +1,146 @@
+"""The ComfyUI reference: its KSampler path written from ComfyUI's source (``comfy/sample.py: prepare_noise``,
+``comfy/samplers.py``: ``KSampler.calculate_sigmas``, the ``SCHEDULER_HANDLERS``, ``KSAMPLER.sample``,
+``cfg_function``; ``comfy/model_sampling.py``: ``ModelSamplingDiscrete``, ``EPS``; ``comfy/k_diffusion/sampling.py``:
+``default_noise_sampler``, ``BrownianTreeNoiseSampler``), with k-diffusion 0.1.1's sampler functions where
+ComfyUI's are the same. Where they are not: ComfyUI's lms returns the prediction on its last step (done here), its
+SDE samplers carry alpha_t factors equal to 1 up to rounding (not reproduced), and its DPM fast/adaptive run
+between the schedule's own ends (passed here)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+from tests.samplers.a1111_reference import sampling
+
+SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
+    "euler": ("sample_euler", {}), "euler_ancestral": ("sample_euler_ancestral", {}),
+    "heun": ("sample_heun", {}), "dpm_2": ("sample_dpm_2", {"discard": True}),
+    "dpm_2_ancestral": ("sample_dpm_2_ancestral", {"discard": True}), "lms": ("sample_lms", {}),
+    "dpm_fast": ("sample_dpm_fast", {}), "dpm_adaptive": ("sample_dpm_adaptive", {}),
+    "dpmpp_2s_ancestral": ("sample_dpmpp_2s_ancestral", {}), "dpmpp_sde": ("sample_dpmpp_sde", {"brownian": True}),
+    "dpmpp_2m": ("sample_dpmpp_2m", {}), "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", {"brownian": True}),
+    "dpmpp_2m_sde_heun": ("sample_dpmpp_2m_sde", {"brownian": True, "solver_type": "heun"}),
+    "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {"brownian": True}), "ddim": ("sample_euler", {}),
+}
+
+
+class ModelSampling:
+    """``ModelSamplingDiscrete`` + ``EPS``: float64 betas, float32 tables, integer timesteps by nearest log sigma."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        sigmas = ((1 - alphas_cumprod.double()) / alphas_cumprod.double()) ** 0.5
+        self.sigmas, self.log_sigmas = sigmas.float(), sigmas.log().float()
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
+
+    def sigma(self, t):
+        t = torch.clamp(t.float(), min=0, max=len(self.sigmas) - 1)
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
+
+
+def _normal(ms, steps, sgm=False):
+    start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
+    ts = torch.linspace(start, end, steps + 1)[:-1] if sgm else torch.linspace(start, end, steps)
+    return torch.FloatTensor([float(ms.sigma(t)) for t in ts] + [0.0])
+
+
+def _simple(ms, steps):
+    ss = len(ms.sigmas) / steps
+    return torch.FloatTensor([float(ms.sigmas[-(1 + int(x * ss))]) for x in range(steps)] + [0.0])
+
+
+def _ddim_uniform(ms, steps):
+    ss, sigs, x = max(len(ms.sigmas) // steps, 1), [0.0], 1
+    while x < len(ms.sigmas):
+        sigs += [float(ms.sigmas[x])]
+        x += ss
+    return torch.FloatTensor(sigs[::-1])
+
+
+def _beta(ms, steps, alpha=0.6, beta=0.6):
+    total = len(ms.sigmas) - 1
+    ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), alpha, beta) * total)
+    sigs, last = [], -1
+    for t in ts:
+        if t != last:
+            sigs += [float(ms.sigmas[int(t)])]
+        last = t
+    return torch.FloatTensor(sigs + [0.0])
+
+
+def _kl_optimal(ms, steps):
+    adj = torch.arange(steps, dtype=torch.float).div_(steps - 1)
+    sigmas = adj.new_zeros(steps + 1)
+    sigmas[:-1] = (adj * math.atan(float(ms.sigma_min)) + (1 - adj) * math.atan(float(ms.sigma_max))).tan_()
+    return sigmas
+
+
+def _linear_quadratic(ms, steps, threshold_noise=0.025):
+    linear_steps = steps // 2
+    linear = [i * threshold_noise / linear_steps for i in range(linear_steps)]
+    diff = linear_steps - threshold_noise * steps
+    q_steps = steps - linear_steps
+    qc = diff / (linear_steps * q_steps ** 2)
+    lc = threshold_noise / linear_steps - 2 * diff / (q_steps ** 2)
+    const = qc * (linear_steps ** 2)
+    quad = [qc * (i ** 2) + lc * i + const for i in range(linear_steps, steps)]
+    return torch.FloatTensor([1.0 - x for x in linear + quad + [1.0]]) * ms.sigma_max
+
+
+SCHEDULERS = {
+    "normal": _normal, "sgm_uniform": lambda ms, n: _normal(ms, n, sgm=True), "simple": _simple,
+    "ddim_uniform": _ddim_uniform, "beta": _beta, "kl_optimal": _kl_optimal, "linear_quadratic": _linear_quadratic,
+    "karras": lambda ms, n: sampling.get_sigmas_karras(n, float(ms.sigma_min), float(ms.sigma_max)),
+    "exponential": lambda ms, n: sampling.get_sigmas_exponential(n, float(ms.sigma_min), float(ms.sigma_max)),
+}
+
+
+def comfyui_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, steps: int, seed: int,
+                            shape: tuple[int, ...], cond, uncond, cfg_scale: float) -> torch.Tensor:
+    """ComfyUI's default graph up to the latents: Empty Latent Image (zeros) -> KSampler (denoise 1)."""
+    ms = ModelSampling(alphas_cumprod)
+    funcname, options = SAMPLERS[name]
+    if options.get("discard"):
+        sigmas = SCHEDULERS[scheduler](ms, steps + 1)
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    else:
+        sigmas = SCHEDULERS[scheduler](ms, steps)
+    noise = torch.randn(shape, generator=torch.manual_seed(seed), dtype=torch.float32)  # prepare_noise
+    sigma0 = float(sigmas[0])
+    max_denoise = math.isclose(float(ms.sigma_max), sigma0, rel_tol=1e-05) or sigma0 > float(ms.sigma_max)
+    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) if max_denoise else noise * sigmas[0]
+
+    def model(x, sigma):  # EPS + cfg_function on the denoised outputs, batch [uncond, cond]
+        s = sigma.reshape(-1, 1, 1, 1)
+        x_in = torch.cat([x, x]) / (torch.cat([s, s]) ** 2 + 1.0) ** 0.5
+        t = ms.timestep(torch.cat([sigma, sigma])).float()
+        eps = unet(x_in, t, torch.cat([uncond, cond]))
+        denoised = torch.cat([x, x]) - eps * torch.cat([s, s])
+        uncond_pred, cond_pred = denoised.chunk(2)
+        return uncond_pred + (cond_pred - uncond_pred) * cfg_scale
+
+    generator = torch.Generator("cpu").manual_seed(seed + 1)  # default_noise_sampler on the CPU
+    kwargs = {"noise_sampler": lambda sigma, sigma_next: torch.randn(x.size(), generator=generator)}
+    if options.get("brownian"):
+        kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(),
+                                                                    seed=seed)
+    if "solver_type" in options:
+        kwargs["solver_type"] = options["solver_type"]
+    func = getattr(sampling, funcname)
+    with torch.no_grad():
+        if funcname in ("sample_dpm_fast", "sample_dpm_adaptive"):
+            sigma_min = sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
+            extra = {"n": len(sigmas) - 1} if funcname == "sample_dpm_fast" else {}
+            return func(model, x, sigma_min, sigmas[0], disable=True, **extra, **kwargs)
+        if funcname == "sample_lms":  # ComfyUI's lms: the last step to 0 returns the prediction
+            x = func(model, x, sigmas[:-1], disable=True)
+            return model(x, sigmas[-2] * x.new_ones([x.shape[0]]))
+        if funcname in ("sample_euler", "sample_heun", "sample_dpm_2", "sample_dpmpp_2m"):
+            kwargs.pop("noise_sampler")
+        return func(model, x, sigmas, disable=True, **kwargs)
