@@ -46,13 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image")
     p.add_argument("mask")
     p.add_argument("prompt")
-    _common(p, default_out="outputs/inpaint", strength=INPAINT_STRENGTH)
+    _common(p, default_out="outputs/inpaint", strength=INPAINT_STRENGTH, mask=True)
     p.set_defaults(run=run)
 
 
 def _common(p: argparse.ArgumentParser, *, default_out: str, strength: float | None = None,
-            hires: bool = False) -> None:
-    add_sampling_arguments(p, strength=strength, image=True, hires=hires)
+            hires: bool = False, mask: bool = False) -> None:
+    add_sampling_arguments(p, strength=strength, image=True, hires=hires, mask=mask)
     p.add_argument("--model", default=None, help="our .safetensors, an SD 1.x file or a diffusers folder "
                                                  "(default: the built-in shapes model)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")

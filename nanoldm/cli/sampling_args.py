@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from nanoldm.options import LIKES, RESIZE_MODES, GenerateOptions
+from nanoldm.options import INPAINTING_FILLS, LIKES, RESIZE_MODES, GenerateOptions
 
 DEFAULTS = GenerateOptions()
 _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, for generate_options
@@ -18,7 +18,8 @@ _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, f
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEFAULTS.seed,
                            cfg_scale: float = DEFAULTS.cfg_scale, batch_size: int | None = DEFAULTS.batch_size,
-                           strength: float | None = None, image: bool = False, hires: bool = False) -> None:
+                           strength: float | None = None, image: bool = False, hires: bool = False,
+                           mask: bool = False) -> None:
     """--sampler, --scheduler, --like, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
     --batch-size means something else); --strength when ``strength`` is given (img2img, inpaint); with ``image``
     the rest of a prompt-to-image call: --negative-prompt, --width, --height, --clip-skip, --eta, and A1111's seed
@@ -60,7 +61,18 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
         fields += _add_seed_extras(p)
     if hires:
         fields += _add_hires(p)
+    if mask:
+        g.add_argument("--masked-content", dest="inpainting_fill", type=_masked_content, default=1,
+                       metavar="MODE", help="what the masked region starts from, A1111's 'Masked content': fill, "
+                                            "original (default), 'latent noise' or 'latent nothing'")
+        fields.append("inpainting_fill")
     p.set_defaults(**{_DECLARED: tuple(fields)})
+
+
+def _masked_content(text: str) -> int:
+    if text in INPAINTING_FILLS:
+        return INPAINTING_FILLS.index(text)
+    raise argparse.ArgumentTypeError(f"unknown masked content {text!r}; valid: {', '.join(INPAINTING_FILLS)}")
 
 
 def _add_seed_extras(p: argparse.ArgumentParser) -> list[str]:

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 
 def load_image(path) -> Image.Image:
@@ -110,3 +110,18 @@ def image_grid(images: list[Image.Image], columns: int) -> Image.Image:
     for i, im in enumerate(images):
         grid.paste(im, ((i % columns) * w, (i // columns) * h))
     return grid
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """A1111's ``inpainting_fill`` 0 ("fill"): the region to repaint takes the colours around it, blurred ever
+    less (large radii first, the unmasked pixels last and sharp), so the model starts from its surroundings rather
+    than from what was there. Pixels outside the mask are unchanged."""
+    keep = mask.convert("L").point(lambda v: 0 if v >= MASK_THRESHOLD else 255)  # what the pipeline keeps
+    known = Image.new("RGBa", image.size)
+    known.paste(image.convert("RGBA").convert("RGBa"), mask=keep)  # premultiplied: blurs ignore the hole
+    out = Image.new("RGBA", image.size)
+    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
+        layer = known.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA") if radius else known.convert("RGBA")
+        for _ in range(repeats):
+            out.alpha_composite(layer)
+    return out.convert("RGB")

@@ -43,14 +43,28 @@ def inpaint(parts: ModelParts, images: torch.Tensor, mask: torch.Tensor, opts: G
         with frozen_weights():
             masked = masked_image_latents(parts.vae, images, mask, parts.scale_factor)
         cond = conditioning(parts, opts, concat=inpaint_concat(mask, masked).expand(B, -1, -1, -1))
-        init = encode_images(parts, images, noise) if opts.strength < 1.0 else None
+        init = (_masked_content(parts, opts, encode_images(parts, images, noise), small_mask, seeds, images.shape)
+                if opts.strength < 1.0 else None)
         latents = sample_latents(parts, opts, noise, cond, init_latents=init, progress=progress,
                                  monitor=monitor)
     else:
-        init = encode_images(parts, images, noise)
+        init = _masked_content(parts, opts, encode_images(parts, images, noise), small_mask, seeds, images.shape)
         small_mask = small_mask.expand(B, -1, -1, -1)
         latents = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init,
                                  repaint_mask=small_mask, progress=progress, monitor=monitor)
         latents = small_mask * latents + (1 - small_mask) * init
     out = decode(parts, latents)
     return (mask * out + (1 - mask) * images if overlay else out), seeds
+
+
+def _masked_content(parts: ModelParts, opts: GenerateOptions, init: torch.Tensor, small_mask: torch.Tensor,
+                    seeds: list[int], shape: torch.Size) -> torch.Tensor:
+    """A1111's "Masked content" in latent space (``StableDiffusionProcessingImg2Img.init``): 2 "latent noise"
+    puts a fresh draw of each image's seed where the mask is, 3 "latent nothing" zeros there; 0 "fill" (done on
+    the pixels before) and 1 "original" keep the encoded image. Shapes: init (B, C, h, w), small_mask (1, 1, h, w)."""
+    if opts.inpainting_fill == 2:
+        fresh = parts.noise(seeds, shape[2], shape[3])()  # create_random_tensors(shape, seeds): no extras
+        return init * (1 - small_mask) + fresh * small_mask
+    if opts.inpainting_fill == 3:
+        return init * (1 - small_mask)
+    return init

@@ -23,7 +23,7 @@ from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.hires import hires_txt2img, validate_hires
 from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
-from nanoldm.pipelines.images import mask_to_tensor, pil_to_tensor, tensor_to_pil
+from nanoldm.pipelines.images import fill_masked, fit_image, mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
 from nanoldm.pipelines.inpaint import inpaint
@@ -109,6 +109,9 @@ class Pipeline:
                 images, seeds = img2img(parts, pil_to_tensor([image], size, opts.resize_mode), run,
                                         progress=progress, monitor=monitor)
             else:
+                if opts.inpainting_fill == 0:  # A1111's "fill": the hole starts from its surroundings' colours
+                    image = fill_masked(fit_image(image, size, opts.resize_mode),
+                                        fit_image(mask, size, opts.resize_mode))
                 images, seeds = inpaint(parts, pil_to_tensor([image], size, opts.resize_mode),
                                         mask_to_tensor(mask, size, opts.resize_mode), run, progress=progress,
                                         overlay=overlay, monitor=monitor)

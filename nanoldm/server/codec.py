@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from nanoldm.options import RESIZE_MODES
-from nanoldm.pipelines.images import MASK_THRESHOLD, fit_image, load_image
+from nanoldm.pipelines.images import fit_image, load_image
 from nanoldm.pipelines.infotext import PNG_KEY
 
 MAX_PIXELS = 64 * 1024 * 1024  # an uploaded image larger than this is refused before it is decoded
@@ -97,19 +97,3 @@ def prepare_mask(mask: Image.Image, size: tuple[int, int], *, blur_x: int, blur_
     if blur_x or blur_y:
         mask = mask.filter(ImageFilter.GaussianBlur((blur_x, blur_y)))
     return resize_for(mask, size, mode)
-
-
-def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """A1111's ``inpainting_fill`` 0 ("fill"): the region to repaint takes the colours around it, blurred ever
-    less (large radii first, the unmasked pixels last and sharp), so the model starts from its surroundings rather
-    than from what was there. Pixels outside the mask are unchanged."""
-    keep = mask.convert("L").point(lambda v: 0 if v >= MASK_THRESHOLD else 255)  # what the pipeline keeps
-    known = Image.new("RGBa", image.size)
-    known.paste(image.convert("RGBA").convert("RGBa"), mask=keep)  # premultiplied: blurs ignore the hole
-    out = Image.new("RGBA", image.size)
-    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
-        layer = known.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA") if radius else known.convert("RGBA")
-        for _ in range(repeats):
-            out.alpha_composite(layer)
-    return out.convert("RGB")
-

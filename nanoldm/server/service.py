@@ -8,6 +8,8 @@ Like the command line, the service builds a :class:`~nanoldm.options.GenerateOpt
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import random
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.rng import MAX_SEED
 from nanoldm.samplers import get_sampler
 from nanoldm.server.catalog import Checkpoint, CheckpointCatalog
-from nanoldm.server.codec import decode_image, decode_raw, fill_masked, prepare_mask, resize_for
+from nanoldm.server.codec import decode_image, decode_raw, prepare_mask, resize_for
 from nanoldm.server.jobs import JobQueue
 from nanoldm.server.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from nanoldm.server.settings import ServerSettings
@@ -31,7 +33,6 @@ from nanoldm.server.settings import ServerSettings
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"  # A1111's option names
 MODEL_OPTION = "sd_model_checkpoint"
 ETA_OPTION = "eta_ddim"
-FILL = 0  # A1111's inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing
 
 
 @dataclass
@@ -101,8 +102,7 @@ class Service:
                                 mode=req.resize_mode,
                                 blur_x=req.mask_blur_x if both is None else both,
                                 blur_y=req.mask_blur_y if both is None else both)
-            if req.inpainting_fill == FILL:  # 1 (original) is what the pipeline does; 2 and 3 are taken as 1
-                image = fill_masked(image, mask)
+            opts = dataclasses.replace(opts, inpainting_fill=req.inpainting_fill)  # the library applies it
         return Job("img2img", opts, req.n_iter, image, mask, model=self._model_override(req))
 
     def _options(self, req: GenerationRequest, strength: float) -> GenerateOptions:

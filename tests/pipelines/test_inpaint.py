@@ -8,7 +8,8 @@ from PIL import Image
 
 from nanoldm.config import ModelConfig
 from nanoldm.model import LatentDiffusion
-from nanoldm.pipelines.images import pil_to_tensor, tensor_to_pil
+from nanoldm.conditioning.mask import latent_mask
+from nanoldm.pipelines.images import fill_masked, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import encode_images
 from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import decode
@@ -66,3 +67,27 @@ def test_strength_zero_runs_no_step(image_and_mask):
     (want,) = tensor_to_pil(decode(parts, init), "truncate")  # A1111's 8 bits, the default conventions
     m = np.asarray(mask) > 0
     assert np.array_equal(np.asarray(out)[m], np.asarray(want)[m])
+
+
+@pytest.mark.parametrize("fill", [0, 2, 3], ids=["fill", "latent noise", "latent nothing"])
+def test_masked_content_is_what_the_masked_region_starts_from(image_and_mask, fill):
+    """A1111's "Masked content", seen with strength 0 (nothing sampled): 0 "fill" encodes the image with the hole
+    filled from its surroundings, 2 "latent noise" puts the seed's fresh draw in the masked latents, 3 "latent
+    nothing" zeros there; outside the mask the image is pasted back."""
+    image, mask = image_and_mask
+    pipe = pipeline(TINY)
+    (out,) = pipe.inpaint(image, mask, "x", seed=1, steps=4, strength=0.0, inpainting_fill=fill, progress=False)
+    parts = pipe.parts()
+    source = fill_masked(image, mask) if fill == 0 else image
+    init = encode_images(parts, pil_to_tensor([source], image.size), parts.noise([1], *image.size))
+    small = latent_mask(pil_to_tensor([mask.convert("RGB")], mask.size)[:, :1] > 0, init.shape[-2:]).to(init)
+    if fill == 2:
+        init = init * (1 - small) + parts.noise([1], *image.size)() * small
+    elif fill == 3:
+        init = init * (1 - small)
+    (want,) = tensor_to_pil(decode(parts, init), "truncate")
+    m = np.asarray(mask) > 0
+    assert np.array_equal(np.asarray(out)[m], np.asarray(want)[m])
+    assert np.array_equal(np.asarray(out)[~m], np.asarray(image)[~m])
+    with pytest.raises(ValueError, match="inpainting fill must be 0..3"):
+        pipe.inpaint(image, mask, "x", steps=1, inpainting_fill=4, progress=False)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from nanoldm.builtin import builtin_model_path
 from nanoldm.server.catalog import CheckpointCatalog
-from nanoldm.server.codec import decode_image, decode_raw, encode_png, fill_masked, prepare_mask, resize_for
+from nanoldm.pipelines.images import fill_masked
+from nanoldm.server.codec import decode_image, decode_raw, encode_png, prepare_mask, resize_for
 
 
 def b64(image: Image.Image, fmt: str = "PNG") -> str:
