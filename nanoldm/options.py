@@ -16,8 +16,8 @@ from nanoldm.samplers.schedules import schedule_key
 
 DEFAULT_SAMPLER = "Euler a"
 IMG2IMG_STRENGTH = 0.75  # img2img re-runs the last 3/4 of the schedule by default (A1111's and diffusers' choice)
-LIKES = ("a1111", "diffusers", "comfyui")
-INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")  # A1111's "Masked content", by number  # whose conventions a generation follows (pipelines/conventions.py)
+LIKES = ("a1111", "diffusers", "comfyui")  # whose conventions a generation follows (pipelines/conventions.py)
+INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")  # A1111's "Masked content", by number
 INPAINT_STRENGTH = 1.0  # inpainting regenerates the masked region from pure noise by default (A1111's choice)
 # how img2img / inpainting fit the input image to the target size: A1111's resize modes 0, 1 and 2
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill")
@@ -40,7 +40,9 @@ class GenerateOptions:
     strength: float = IMG2IMG_STRENGTH  # img2img / inpaint: how much of the schedule is re-run
     eta: float = 0.0  # DDIM's stochasticity
     resize_mode: str = RESIZE_MODES[0]  # img2img / inpaint: how the input image becomes width x height
-    inpainting_fill: int = 1  # inpaint: A1111's "Masked content", 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpainting_fill: int = 1  # inpaint: A1111's "Masked content": 0 fill, 1 original, 2 latent noise, 3 nothing
+    inpaint_full_res: bool = False  # inpaint: A1111's "Inpaint area: Only masked" (a crop around the mask)
+    inpaint_full_res_padding: int = 0  # its "Only masked padding, pixels"
     force_size: bool = False  # allow sizes over 4x the model's native size (slow, and it draws noise there)
     # A1111's seed extras (its API's names; rng.py): a variation seed, and the size a seed's noise is drawn at
     subseed: int | None = None  # None or -1: random; used only when subseed_strength > 0
@@ -81,7 +83,10 @@ class GenerateOptions:
         if self.eta < 0:
             raise ValueError(f"eta must be at least 0, got {self.eta}")
         if self.inpainting_fill not in range(len(INPAINTING_FILLS)):
-            raise ValueError(f"inpainting fill must be 0..3 ({', '.join(INPAINTING_FILLS)}), got {self.inpainting_fill}")
+            raise ValueError(f"inpainting fill must be 0..3 ({', '.join(INPAINTING_FILLS)}), "
+                             f"got {self.inpainting_fill}")
+        if self.inpaint_full_res_padding < 0:
+            raise ValueError(f"inpaint_full_res_padding must be at least 0, got {self.inpaint_full_res_padding}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {self.resize_mode!r}; valid: {', '.join(RESIZE_MODES)}")
         if not 0.0 <= self.subseed_strength <= 1.0:

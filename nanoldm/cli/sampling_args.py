@@ -65,7 +65,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
         g.add_argument("--masked-content", dest="inpainting_fill", type=_masked_content, default=1,
                        metavar="MODE", help="what the masked region starts from, A1111's 'Masked content': fill, "
                                             "original (default), 'latent noise' or 'latent nothing'")
-        fields.append("inpainting_fill")
+        g.add_argument("--only-masked", dest="inpaint_full_res", action="store_true",
+                       help="A1111's 'Inpaint area: Only masked': inpaint a crop around the mask at --width x "
+                            "--height and paste it back (the picture keeps its size)")
+        g.add_argument("--only-masked-padding", dest="inpaint_full_res_padding", type=int, default=0, metavar="PX",
+                       help="pixels added around the mask's box for --only-masked (default: %(default)s)")
+        fields += ["inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding"]
     p.set_defaults(**{_DECLARED: tuple(fields)})
 
 

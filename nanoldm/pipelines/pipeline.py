@@ -27,6 +27,7 @@ from nanoldm.pipelines.images import fill_masked, fit_image, mask_to_tensor, pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
 from nanoldm.pipelines.inpaint import inpaint
+from nanoldm.pipelines.inpaint_area import masked_crop, paste_back
 from nanoldm.pipelines.parts import ModelParts
 from nanoldm.pipelines.progress import SamplingMonitor
 from nanoldm.pipelines.txt2img import txt2img
@@ -95,6 +96,10 @@ class Pipeline:
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size}: "
                              f"they must be the same size")
         opts = self._resolve(opts, image)
+        if mask is not None and opts.inpaint_full_res and (crop := masked_crop(
+                image, mask, opts.inpaint_full_res_padding, (opts.width, opts.height))) is not None:
+            return self._inpaint_only_masked(opts, image, mask, crop, overlay=overlay, progress=progress,
+                                             monitor=monitor)
         if self.model_path == BUILTIN_MODEL and (words := unknown_words(opts.prompt, self.tokenizer.added_tokens)):
             warnings.warn(f"the built-in model never saw the word(s) {', '.join(map(repr, words))}: it knows "
                           f"only the shapes world's captions (e.g. 'a small red circle at the top left')", stacklevel=2)
@@ -117,6 +122,21 @@ class Pipeline:
                                         overlay=overlay, monitor=monitor)
         hires = image is None and opts.enable_hr
         return self._finish(images, seeds, opts, opts.strength if image is not None or hires else None, fields)
+
+    def _inpaint_only_masked(self, opts: GenerateOptions, image: Image.Image, mask: Image.Image, crop, *,
+                             overlay: bool, progress: bool, monitor) -> list[Image.Image]:
+        """A1111's "Only masked": the crop around the mask inpainted at the full size, pasted back at the
+        picture's own size (:mod:`~nanoldm.pipelines.inpaint_area`)."""
+        box, image_crop, mask_crop = crop
+        inner = dataclasses.replace(opts, inpaint_full_res=False, resize_mode="just resize")
+        pieces = self.generate(inner, image_crop, mask_crop, overlay=False, progress=progress, monitor=monitor)
+        extra = f", Inpaint area: Only masked, Masked area padding: {opts.inpaint_full_res_padding}"
+        out = []
+        for piece in pieces:
+            pasted = paste_back(piece, image, mask, box, overlay=overlay)
+            pasted.info.update(piece.info, parameters=piece.info["parameters"] + extra)
+            out.append(pasted)
+        return out
 
     def load_hypernetwork(self, path: str | Path, strength: float = 1.0):
         """Apply an A1111 hypernetwork (``.pt``/``.safetensors``) to every generation from now on (after any

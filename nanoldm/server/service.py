@@ -102,7 +102,9 @@ class Service:
                                 mode=req.resize_mode,
                                 blur_x=req.mask_blur_x if both is None else both,
                                 blur_y=req.mask_blur_y if both is None else both)
-            opts = dataclasses.replace(opts, inpainting_fill=req.inpainting_fill)  # the library applies it
+            opts = dataclasses.replace(  # the library applies them
+                opts, inpainting_fill=req.inpainting_fill, inpaint_full_res=req.inpaint_full_res,
+                inpaint_full_res_padding=req.inpaint_full_res_padding)
         return Job("img2img", opts, req.n_iter, image, mask, model=self._model_override(req))
 
     def _options(self, req: GenerationRequest, strength: float) -> GenerateOptions:
