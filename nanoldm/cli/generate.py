@@ -16,12 +16,11 @@ from pathlib import Path
 from nanoldm.checkpoint.formats import check_folder
 from nanoldm.cli.sampling_args import add_sampling_arguments, generate_options
 from nanoldm.finetune.textual_inversion import load_embeddings
-from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions, batch_run
+from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
 from nanoldm.pipelines import outputs
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.images import load_image
 from nanoldm.pipelines.pipeline import load_pipeline
-from nanoldm.rng import resolve_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.hypernetwork:
         pipe.load_hypernetwork(path, args.hypernetwork_strength)
     if source is None:
-        opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),  # drawn once for every batch
-                                   subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed)
-        images = [im for run in range(args.n_iter) for im in pipe.generate(batch_run(opts, run), image, mask)]
+        images = pipe.generate_batches(opts, args.n_iter, image, mask)
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InfotextWarning)

@@ -19,7 +19,7 @@ from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.lora_library import LoraLibrary
 from nanoldm.finetune.textual_inversion import load_textual_inversion
 from nanoldm.model import LatentDiffusion
-from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions
+from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions, batch_run
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.hires import hires_txt2img, validate_hires
 from nanoldm.pipelines.conventions import PIXEL_ROUNDING, infotext_names
@@ -122,6 +122,21 @@ class Pipeline:
                                         overlay=overlay, monitor=monitor)
         hires = image is None and opts.enable_hr
         return self._finish(images, seeds, opts, opts.strength if image is not None or hires else None, fields)
+
+    def generate_batches(self, opts: GenerateOptions, n_iter: int, image: Image.Image | None = None,
+                         mask: Image.Image | None = None, *, progress: bool = True,
+                         monitor: SamplingMonitor | None = None) -> list[Image.Image]:
+        """A1111's batch count: ``n_iter`` calls of ``generate``, the seeds continuing (``options.batch_run``; a
+        random seed is drawn once). With a ``monitor``, each batch first asks ``monitor.begin_run()`` (False:
+        the job was interrupted, and the images made so far are returned)."""
+        opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
+                                   subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed)
+        images: list[Image.Image] = []
+        for run in range(n_iter):
+            if monitor is not None and not monitor.begin_run():
+                break
+            images += self.generate(batch_run(opts, run), image, mask, progress=progress, monitor=monitor)
+        return images
 
     def _inpaint_only_masked(self, opts: GenerateOptions, image: Image.Image, mask: Image.Image, crop, *,
                              overlay: bool, progress: bool, monitor) -> list[Image.Image]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from nanoldm.finetune.embedding_files import Embedding
 from nanoldm.finetune.textual_inversion import embedding_vectors, load_embeddings_dir
-from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, batch_run, check_sampler
+from nanoldm.options import IMG2IMG_STRENGTH, GenerateOptions, check_sampler
 from nanoldm.pipelines.outputs import save_images
 from nanoldm.pipelines.pipeline import Pipeline, load_pipeline
 from nanoldm.pipelines.progress import SamplingMonitor
@@ -143,16 +143,11 @@ class Service:
             self.switch(job.model)
         monitor = SamplingMonitor(runs=job.runs)
         self.monitor, self.job_kind = monitor, job.kind
-        images: list[Image.Image] = []
         try:
-            for run in range(job.runs):
-                if not monitor.begin_run():
-                    break
-                opts = batch_run(job.opts, run)
-                images += self.pipe.generate(opts, job.image, job.mask, progress=False, monitor=monitor)
+            return self.pipe.generate_batches(job.opts, job.runs, job.image, job.mask, progress=False,
+                                              monitor=monitor)
         finally:
             monitor.end()
-        return images
 
     def save(self, images: list[Image.Image]) -> None:
         """Also write the outputs to ``--save-dir`` (never a path a client names)."""
