@@ -7,6 +7,8 @@ of the schedule img2img re-runs, and how images become 8-bit pixels.
                 the rest as diffusers      quantization)                                sigmas[steps - t_enc - 1:]
     diffusers   the registry's (today's    per sampler        noise * init_noise_sigma  get_timesteps:          round
                 conventions)               (SamplerSpec)                                sigmas[steps - k:]
+    comfyui     ComfyUI's KSampler names   integer (nearest   one batch draw * sqrt(1 +  set_steps: the last     truncate
+                (samplers/comfyui.py)      in log sigma)      sigma^2) from sigma_max    steps of steps/denoise
 
 A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_img2img`` do
 (``modules/sd_samplers_kdiffusion.py``): ancestral noise continues each image's generator (``rng.ImageNoise``),
@@ -125,7 +127,6 @@ def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: Image
     return SamplingPlan(spec.name, sigmas, start, spec.quantize, run)
 
 
-
 def _comfyui_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise, img2img: bool) -> SamplingPlan:
     """ComfyUI's KSampler (``comfy/samplers.py``): its schedulers, integer timesteps (the nearest in log sigma),
     the starting noise times sqrt(1 + sigma^2) when the schedule starts at sigma_max (else times sigma), the
@@ -140,7 +141,7 @@ def _comfyui_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise, img2img
     start = ((1 + sigmas[0] ** 2).sqrt() if math.isclose(sigma_max, first, rel_tol=1e-5) or first > sigma_max
              else sigmas[0])
     options = dict(spec.options)
-    if spec.brownian:
+    if spec.brownian and len(sigmas) > 1:
         options["noise_sampler"] = BrownianNoise(noise.shape if isinstance(noise.seeds, int) else
                                                  (len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
                                                  sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)

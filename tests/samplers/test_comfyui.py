@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
@@ -116,3 +117,12 @@ def test_the_infotext_names_comfyuis_sampler_and_brings_the_image_back(pipe):
     assert "Sampler: dpmpp_2m_sde, Schedule type: karras" in text and "Conventions: comfyui" in text
     (again,) = pipe.txt2img_from_infotext(text, progress=False)
     assert np.array_equal(np.asarray(again), np.asarray(image))
+
+
+def test_img2img_runs_at_any_denoise_with_every_kind_of_noise(pipe):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    for sampler in ("dpmpp_2m_sde", "euler_ancestral", "dpm_2"):
+        for strength in (0.0, 0.5, 1.0):
+            (out,) = pipe.img2img(image, PROMPT, sampler=sampler, steps=4, strength=strength, seed=SEED,
+                                  like="comfyui", progress=False)
+            assert out.size == image.size and "Conventions: comfyui" in out.info["parameters"]
