@@ -29,7 +29,7 @@ command also makes (:func:`run_recipe`; :func:`stages` lists them with their typ
 The defaults are the 30-minute recipe: on a 2-core CPU the whole chain takes about 30 minutes and its model meets
 the prompt-following targets (one object, two objects, held-out combinations). The built-in model is the longer
 recipe ``--ldm-steps 6000 --ldm-lr 3e-4 --ldm-min-snr-gamma 0 --clip-steps 1500 --decoder-steps 1500`` (about
-54 minutes; better on two-object prompts): ``nanoldm/assets/shapes.json`` records it.
+an hour on an idle 2-core CPU; better on two-object prompts): ``nanoldm/assets/shapes.json`` records it.
 
 Every command run is appended to ``OUT/commands.txt`` and every stage's seconds to ``OUT/stages.jsonl``; the
 final model is ``OUT/model.safetensors`` (the decoder stage's, or the LDM's with ``--decoder-steps 0``). Run it
