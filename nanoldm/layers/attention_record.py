@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _state = threading.local()
@@ -56,7 +57,9 @@ class AttentionRecorder:
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: nn.Module,
                batch_tokens: tuple[int, int]) -> torch.Tensor:
-        """softmax(q k^T / sqrt(d)) v with the probabilities recorded for ``layer``.
+        """softmax(q k^T / sqrt(d)) v with the probabilities recorded for ``layer``; the output comes from the
+        same kernel as an unrecorded call (``F.scaled_dot_product_attention``), so a recorded run draws the image
+        of a plain one bit for bit.
 
         ``batch_tokens`` = (B, N): the layer's batch and query positions; the fast path lays a run of images
         that share a context side by side as one longer query sequence (B' N' = B N), undone here.
@@ -71,7 +74,7 @@ class AttentionRecorder:
             kept = self.records[id(layer)] = LayerRecord(torch.zeros_like(per_image))
         kept.total += per_image
         kept.calls += 1
-        return (probs @ v.float()).to(v.dtype)
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 @contextmanager
