@@ -91,6 +91,11 @@ class ImageNoise:
         self.resize_from, self.ensd = resize_from, int(ensd)
         self._first = True
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """(B, C, h, w): the shape of every draw."""
+        return (len(self.seeds), *self.shape)
+
     def __call__(self) -> torch.Tensor:
         """Shapes: -> (B, C, h, w)."""
         if self._first:
@@ -129,7 +134,7 @@ class BatchNoise:
 
     def __init__(self, seed: int, batch_size: int, shape: tuple[int, int, int], *,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.seeds, self.shape = seed, (batch_size, *shape)
+        self.seeds, self.batch_shape = seed, (batch_size, *shape)
         self.device, self.dtype = torch.device(device), dtype
         self._start: torch.Generator | None = torch.Generator("cpu").manual_seed(seed)
         self._later: torch.Generator | None = None
@@ -141,4 +146,4 @@ class BatchNoise:
         else:
             self._later = self._later or torch.Generator("cpu").manual_seed(self.seeds + 1)
             generator = self._later
-        return torch.randn(self.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+        return torch.randn(self.batch_shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)

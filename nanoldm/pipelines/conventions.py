@@ -101,7 +101,7 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
         run_sigmas = sigmas[steps - t_enc - 1:] if opts.strength > 0 else sigmas[-1:]
     options = dict(spec.options)
     if spec.brownian:  # one tree per image over the whole schedule's range
-        options["noise_sampler"] = BrownianNoise((len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
+        options["noise_sampler"] = BrownianNoise(noise.batch_shape, sigmas[sigmas > 0].min(),
                                                  sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)
 
     def run(denoiser, x, cond, callback):
@@ -142,9 +142,8 @@ def _comfyui_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise, img2img
              else sigmas[0])
     options = dict(spec.options)
     if spec.brownian and len(sigmas) > 1:
-        options["noise_sampler"] = BrownianNoise(noise.shape if isinstance(noise.seeds, int) else
-                                                 (len(noise.seeds), *noise.shape), sigmas[sigmas > 0].min(),
-                                                 sigmas.max(), noise.seeds, device=noise.device, dtype=noise.dtype)
+        options["noise_sampler"] = BrownianNoise(noise.batch_shape, sigmas[sigmas > 0].min(), sigmas.max(),
+                                                 noise.seeds, device=noise.device, dtype=noise.dtype)
 
     def run(denoiser, x, cond, callback):
         return spec.fn(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)

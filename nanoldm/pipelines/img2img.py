@@ -21,7 +21,7 @@ def encode_images(parts: ModelParts, images: torch.Tensor, noise: ImageNoise | B
         posterior = parts.vae.encode(images.to(parts.device, parts.dtype))
     if isinstance(noise, BatchNoise):
         mean = posterior.mode()
-        return mean.expand(noise.shape[0], *mean.shape[1:]) * parts.scale_factor
+        return mean.expand(noise.batch_shape[0], *mean.shape[1:]) * parts.scale_factor
     last = posterior.mean.shape[0] - 1
     draws = [posterior.item(min(i, last)).sample(g) for i, g in enumerate(noise.generators)]
     return torch.cat(draws) * parts.scale_factor

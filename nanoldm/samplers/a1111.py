@@ -40,7 +40,7 @@ from nanoldm.samplers.heun import sample_heun
 from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
 from nanoldm.samplers.restart import sample_restart
-from nanoldm.samplers.schedules import SCHEDULE_NAMES, schedule_key, schedule_sigmas
+from nanoldm.samplers.schedules import SCHEDULE_NAMES, schedule_key, schedule_sigmas, without_penultimate
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,7 @@ class A1111Sampler:
         name = schedule_key(scheduler)
         name = (self.scheduler or "Uniform") if name == "Automatic" else name
         if self.discard_penultimate:
-            sigmas = schedule_sigmas(name, schedule, steps + 1)
-            return torch.cat([sigmas[:-2], sigmas[-1:]])
+            return without_penultimate(lambda s, n: schedule_sigmas(name, s, n), schedule, steps)
         return schedule_sigmas(name, schedule, steps)
 
     def schedule_label(self, scheduler: str = "Automatic") -> str:

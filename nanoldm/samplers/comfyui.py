@@ -39,7 +39,7 @@ from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde,
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun
 from nanoldm.samplers.lms import sample_lms
-from nanoldm.samplers.schedules import SCHEDULES
+from nanoldm.samplers.schedules import SCHEDULES, without_penultimate
 
 NOT_BUILT = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
              "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "er_sde",
@@ -139,8 +139,7 @@ def comfyui_sigmas(spec: ComfySampler, scheduler: str, schedule: NoiseSchedule, 
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     if spec.discard_penultimate:
-        sigmas = make(schedule, int(steps) + 1)
-        return torch.cat([sigmas[:-2], sigmas[-1:]])
+        return without_penultimate(make, schedule, int(steps))
     return make(schedule, int(steps))
 
 

@@ -152,3 +152,10 @@ def schedule_sigmas(name: str, schedule: NoiseSchedule, steps: int) -> torch.Ten
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     return SCHEDULES[schedule_key(name)](schedule, int(steps))
+
+
+def without_penultimate(make, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+    """``make(schedule, steps + 1)`` with its next-to-last level dropped, so that ``steps`` steps run (A1111's and
+    ComfyUI's ``discard_next_to_last_sigma`` for DPM2 and others). Shapes: -> (steps + 1,)."""
+    sigmas = make(schedule, steps + 1)
+    return torch.cat([sigmas[:-2], sigmas[-1:]])

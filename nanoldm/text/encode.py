@@ -151,14 +151,16 @@ def encode_chunks(text_encoder, batch_chunks: list[list[PromptChunk]], *, clip_s
     if len(counts) != 1:
         raise ValueError(f"prompts of a batch need the same number of chunks, got {sorted(counts)}")
     device = next(text_encoder.parameters()).device
-    outputs = []
+    outputs, z_empty = [], None
     for i in range(counts.pop()):
         ids = torch.tensor([chunks[i].ids for chunks in batch_chunks], dtype=torch.long, device=device)  # (B, 77)
         z = text_encoder(ids, clip_skip=clip_skip)  # (B, 77, width)
         weights = torch.tensor([chunks[i].weights for chunks in batch_chunks], dtype=z.dtype, device=device)
         if emphasis == "comfyui" and bool((weights != 1).any()):
-            empty = torch.tensor([empty_chunk(tokenizer).ids], dtype=torch.long, device=device)
-            outputs.append(_apply_weights_comfyui(z, weights, text_encoder(empty, clip_skip=clip_skip)))
+            if z_empty is None:  # the empty prompt's hidden states, once per call
+                empty = torch.tensor([empty_chunk(tokenizer).ids], dtype=torch.long, device=device)
+                z_empty = text_encoder(empty, clip_skip=clip_skip)
+            outputs.append(_apply_weights_comfyui(z, weights, z_empty))
         else:
             outputs.append(z if emphasis == "comfyui" else _apply_weights(z, weights))
     return torch.cat(outputs, dim=1)  # (B, 77 * n_chunks, width)
