@@ -4,7 +4,7 @@
   object of that colour and shape;
 - layout: layouts of the eval world (one or two objects) are drawn; each layout object is matched to the reading
   of its colour and shape whose box overlaps it most, and counts as placed when that box's IoU with the
-  layout's box is at least 0.5;
+  layout's box is at least 0.5; every object the image has beyond its layout counts as one more failure;
 - mask (an inpainting model): in images of the eval world one object's mask is repainted from the caption; the
   PSNR of the pixels the mask leaves alone (outside the latent cells it touches) against the original, measured
   on what the model decodes (no pasting back of the original, ``overlay=False``), and whether the judge finds
@@ -59,22 +59,51 @@ def evaluate_class(pipe: Pipeline, condition, *, per_class: int = 4, seed: int =
 
 def evaluate_layout(pipe: Pipeline, condition, *, count: int = 64, seed: int = 0,
                     options: GenerateOptions | None = None, **sampling) -> dict:
-    """Share of layout objects drawn in their box (IoU >= 0.5 with a reading of their class), and the mean IoU."""
+    """How well a layout model puts each object in its box, and nothing else.
+
+    Each layout object takes the reading of its colour and shape that overlaps its box most (a reading serves one
+    object); it is placed when that IoU is at least 0.5. Readings no layout object took are extra objects, and
+    each counts as a failure: ``placed`` = placed objects / (layout objects + extra objects). Also: the mean IoU,
+    the extra objects per image, and ``exact``, the share of images with every object placed and none extra."""
     parts, opts = pipe.parts(), as_options(options, **sampling)
-    ious = []
+    ious, extras, exact = [], [], []
     for i, sample in enumerate(ShapesWorld(seed=EVAL_SEED, count=count)):
         classes = torch.tensor([[cid for cid, _ in sample.layout]])
         boxes = torch.tensor([[list(box) for _, box in sample.layout]], dtype=torch.float32)
         with torch.no_grad():
             context, uncond = condition(classes, boxes), condition.null(1)
         image = tensor_to_pil(sample_contexts(parts, opts, context, uncond, [seed + i]))[0]
-        readings = judge(image)
-        for cid, box in sample.layout:
-            colour, shape = class_name(cid)
-            same = [r for r in readings if (r.colour, r.shape) == (colour, shape)]
-            ious.append(max((box_iou(r.box, box) for r in same), default=0.0))
-    ious = np.array(ious)
-    return {"placed": float((ious >= IOU_OK).mean()), "mean_iou": float(ious.mean()), "n": len(ious)}
+        found = match_layout(sample.layout, judge(image))
+        ious += found.ious
+        extras.append(found.extra)
+        exact.append(found.extra == 0 and min(found.ious) >= IOU_OK)
+    placed = sum(iou >= IOU_OK for iou in ious)
+    return {"placed": placed / (len(ious) + sum(extras)), "mean_iou": float(np.mean(ious)),
+            "extra_per_image": float(np.mean(extras)), "exact": float(np.mean(exact)), "n": len(ious)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutMatch:
+    """Per layout object the IoU of the reading it took (0 if none), and how many readings were left over."""
+    ious: list[float]
+    extra: int
+
+
+def match_layout(layout, readings) -> LayoutMatch:
+    """Give each layout object ``(class id, box)`` the reading of its colour and shape overlapping its box most,
+    greedily by IoU over all pairs, each reading at most once (a misplaced object takes its reading too, so it
+    fails once, as misplaced); the readings left are extra objects."""
+    pairs = []
+    for k, (cid, box) in enumerate(layout):
+        colour, shape = class_name(cid)
+        pairs += [(box_iou(r.box, box), k, j) for j, r in enumerate(readings) if (r.colour, r.shape) == (colour, shape)]
+    ious, done, taken = [0.0] * len(layout), set(), set()
+    for iou, k, j in sorted(pairs, reverse=True):
+        if k not in done and j not in taken:
+            ious[k] = iou
+            done.add(k)
+            taken.add(j)
+    return LayoutMatch(ious, len(readings) - len(taken))
 
 
 def evaluate_inpaint(pipe: Pipeline, *, count: int = 32, seed: int = 0, options: GenerateOptions | None = None,

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from nanoldm.data.shapes import ShapesWorld
+from nanoldm.data.vocabulary import class_id
 from nanoldm.evaluation import conditions
 from nanoldm.evaluation.prompt_following import EVAL_SEED
+from nanoldm.evaluation.shapes_judge import ObjectReading
 
 
 def test_box_iou():
@@ -28,6 +30,7 @@ def test_layout_check_passes_the_worlds_renders_and_fails_shifted_ones(monkeypat
     pipe = type("NoModel", (), {"parts": lambda self: None})()  # sampling is replaced: no model needed
     result = conditions.evaluate_layout(pipe, condition, count=12)
     assert result["placed"] == 1.0 and result["mean_iou"] > 0.8 and result["n"] >= 12
+    assert result["exact"] == 1.0 and result["extra_per_image"] == 0.0
     calls = iter(range(100))
     shifted = [np.roll(im, 12, axis=1) for im in renders]
     monkeypatch.setattr(conditions, "sample_contexts",
@@ -52,3 +55,23 @@ def test_inpaint_check_scores_a_perfect_and_a_careless_inpainter():
     assert good["psnr_outside"] > 60 and good["all"] == 1.0
     bad = conditions.evaluate_inpaint(Blank(), count=4)
     assert bad["psnr_outside"] < 15 and bad["all"] == 0.0
+
+
+def reading(colour, shape, box):
+    return ObjectReading(colour, shape, "large", "center", box, 0.1, 0.0)
+
+
+def test_layout_matching_counts_extra_objects_and_misplaced_ones_once():
+    red_circle, blue_square = class_id("red", "circle"), class_id("blue", "square")
+    layout = [(red_circle, (0.0, 0.0, 0.4, 0.4)), (blue_square, (0.6, 0.6, 1.0, 1.0))]
+    drawn = [reading("red", "circle", (0.0, 0.0, 0.4, 0.4)), reading("blue", "square", (0.6, 0.6, 1.0, 1.0))]
+    assert conditions.match_layout(layout, drawn) == conditions.LayoutMatch([1.0, 1.0], 0)
+    # a third object (the diagonal layout's usual failure), even one of a layout class, is extra
+    third = reading("red", "circle", (0.6, 0.0, 1.0, 0.4))
+    assert conditions.match_layout(layout, drawn + [third]) == conditions.LayoutMatch([1.0, 1.0], 1)
+    assert conditions.match_layout(layout, [third] + drawn) == conditions.LayoutMatch([1.0, 1.0], 1)
+    # a misplaced object takes its reading (IoU 0): one failure, not also an extra one
+    assert conditions.match_layout(layout, [third, drawn[1]]) == conditions.LayoutMatch([0.0, 1.0], 0)
+    # a wrong colour is not the layout's object: missing, and extra
+    assert conditions.match_layout(layout, [reading("green", "circle", (0.0, 0.0, 0.4, 0.4)), drawn[1]]) == \
+        conditions.LayoutMatch([0.0, 1.0], 1)
