@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from nanoldm.samplers import SAMPLER_NAMES, get_sampler
 from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES, find_a1111_sampler
+from nanoldm.samplers.a1111_timesteps import A1111_TIMESTEP_SAMPLERS, find_timestep_sampler
 from nanoldm.samplers.comfyui import find_comfyui
 from nanoldm.samplers.schedules import schedule_key
 
@@ -113,12 +114,13 @@ def check_sampler(sampler: str, scheduler: str = "Automatic", like: str = "a1111
         find_comfyui(sampler, scheduler)
         return
     schedule_key(scheduler)
-    if like == "a1111" and find_a1111_sampler(sampler, scheduler) is not None:
+    if like == "a1111" and (find_a1111_sampler(sampler, scheduler) or find_timestep_sampler(sampler)) is not None:
         return
     try:
         get_sampler(sampler)
     except ValueError:
-        names = dict.fromkeys((*A1111_SAMPLER_NAMES, *SAMPLER_NAMES) if like == "a1111" else SAMPLER_NAMES)
+        names = dict.fromkeys((*A1111_SAMPLER_NAMES, *A1111_TIMESTEP_SAMPLERS, *SAMPLER_NAMES) if like == "a1111"
+                              else SAMPLER_NAMES)
         raise ValueError(f"unknown sampler {sampler!r}; valid names: {', '.join(map(repr, names))} (A1111's legacy "
                          f"'<sampler> <schedule type>' names too, e.g. 'DPM++ 2M Karras')") from None
 

@@ -13,7 +13,10 @@ of the schedule img2img re-runs, and how images become 8-bit pixels.
 A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_img2img`` do
 (``modules/sd_samplers_kdiffusion.py``): ancestral noise continues each image's generator (``rng.ImageNoise``),
 and the SDE samplers' Brownian trees are seeded with the images' seeds (``create_noise_sampler``).
-Names A1111's k-diffusion list lacks (DDPM, DDIM) run with the diffusers conventions in every mode.
+A1111's DDIM and PLMS are its own "CompVis" samplers (``samplers/a1111_timesteps.py``): integer timesteps 1 + k *
+(1000 // steps), unit VP noise to start, the loop ending at t = 1 and that latent decoded; img2img noises to the
+timestep after the first one run. A1111 ignores the schedule type for them, and so does nanoldm. DDPM, which A1111
+lacks, runs with the diffusers conventions in every mode (as everything does under like="diffusers").
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from nanoldm.options import GenerateOptions
 from nanoldm.rng import ImageNoise
 from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
+from nanoldm.samplers.a1111_timesteps import TimestepSampler, a1111_timesteps, find_timestep_sampler, timestep_sigmas
 from nanoldm.samplers.brownian import BrownianNoise
 from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui
 from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
@@ -70,10 +74,21 @@ def infotext_names(opts: GenerateOptions) -> tuple[str, str | None]:
     if opts.like == "comfyui":
         spec, scheduler = find_comfyui(opts.sampler, opts.scheduler)
         return spec.name, scheduler
+    if opts.like == "a1111" and (compvis := find_timestep_sampler(opts.sampler)) is not None:
+        return compvis.name, None  # A1111 writes no schedule type for them
     found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
     if found is None:
         return get_sampler(opts.sampler).name, None
     return found[0].name, found[0].schedule_label(found[1])
+
+
+def eta_params(opts: GenerateOptions) -> dict:
+    """The infotext's eta, when not 0: "Eta DDIM" for A1111's own DDIM (its ``eta_infotext_field``; PLMS takes
+    none), "Eta" otherwise."""
+    compvis = find_timestep_sampler(opts.sampler) if opts.like == "a1111" else None
+    if not opts.eta or (compvis is not None and not compvis.eta):
+        return {}
+    return {"Eta DDIM" if compvis else "Eta": opts.eta}
 
 
 def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, img2img: bool = False,
@@ -82,6 +97,9 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
     second pass (A1111's ``setup_img2img_steps`` with its steps)."""
     if opts.like == "comfyui":
         return _comfyui_plan(schedule, opts, noise, img2img)
+    if opts.like == "a1111" and (compvis := find_timestep_sampler(opts.sampler)) is not None:
+        schedule_key(opts.scheduler)  # checked, then ignored, as A1111 ignores it for these samplers
+        return _a1111_timesteps_plan(schedule, opts, compvis, noise, img2img, hires_steps)
     found = resolve_a1111(opts.sampler, opts.scheduler) if opts.like == "a1111" else None
     if found is None:
         schedule_key(opts.scheduler)  # an unknown schedule type is an error in every mode
@@ -110,6 +128,31 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
 
     start = run_sigmas[0] if img2img else sigmas[0]
     return SamplingPlan(spec.name, run_sigmas, start, False, run, spec.schedule_label(scheduler), timestep)
+
+
+def _a1111_timesteps_plan(schedule: NoiseSchedule, opts: GenerateOptions, spec: TimestepSampler, noise: ImageNoise,
+                          img2img: bool, hires_steps: int | None) -> SamplingPlan:
+    """A1111's ``CompVisSampler.sample`` / ``sample_img2img`` in sigma space: x enters as the VP latent divided by
+    sqrt(abar) of the first timestep run, and leaves times sqrt(abar) of the last (t = 1)."""
+    T = schedule.num_train_timesteps
+    if img2img:
+        steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
+        timesteps = a1111_timesteps(steps, T)
+        noised_to = schedule.sigmas[timesteps[t_enc]].float()  # the image is noised one timestep above the run
+        sigmas = timestep_sigmas(schedule, timesteps[:t_enc]).float()
+        start = noised_to
+    else:
+        sigmas = timestep_sigmas(schedule, a1111_timesteps(opts.steps, T)).float()
+        start = (1 + sigmas[0] ** 2).sqrt()  # unit VP noise in sigma space
+    options = {"eta": opts.eta} if spec.eta else {}
+
+    def run(denoiser, x, cond, callback):
+        if img2img:  # sqrt(abar) of the noised level, then 1 / sqrt(abar) of the first level run
+            x = x * ((1 + sigmas[0] ** 2) / (1 + noised_to ** 2)).sqrt()
+        x = spec.fn(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
+        return x / (1 + sigmas[-1] ** 2).sqrt()  # back to the VP latent at t = 1, which A1111 decodes
+
+    return SamplingPlan(spec.name, sigmas, start, True, run)
 
 
 def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, img2img: bool) -> SamplingPlan:

@@ -2,12 +2,14 @@
 
 Since A1111 1.9 a request names a sampler ("DPM++ 2M") and a schedule type ("karras") apart; the older combined
 names ("DPM++ 2M Karras") still work. Both are ``GenerateOptions`` fields (``sampler``, ``scheduler``), checked by
-``options.check_sampler``; A1111's k-diffusion list comes first, then the samplers only the registry has (DDIM, DDPM).
+``options.check_sampler``; A1111's k-diffusion list comes first, then its own DDIM and PLMS, then the samplers only
+the registry has (DDPM).
 """
 from __future__ import annotations
 
 from nanoldm.samplers import SAMPLERS
 from nanoldm.samplers.a1111 import A1111_SAMPLERS
+from nanoldm.samplers.a1111_timesteps import A1111_TIMESTEP_SAMPLERS
 from nanoldm.samplers.schedules import SCHEDULE_NAMES
 
 RHO = {"Karras": 7.0, "Polyexponential": 1.0}  # the schedule types with a rho, and A1111's defaults
@@ -18,8 +20,10 @@ def sampler_items() -> list[dict]:
     items = [{"name": s.name, "aliases": list(s.aliases),
               "options": {"scheduler": scheduler_name(s.scheduler)} if s.scheduler else {}}
              for s in A1111_SAMPLERS.values()]
+    items += [{"name": name, "aliases": [name.lower()], "options": {}} for name in A1111_TIMESTEP_SAMPLERS]
+    listed = {item["name"] for item in items}
     return items + [{"name": spec.name, "aliases": [spec.id], "options": {}}
-                    for spec in SAMPLERS.values() if spec.name not in A1111_SAMPLERS and " " not in spec.name]
+                    for spec in SAMPLERS.values() if spec.name not in listed and " " not in spec.name]
 
 
 def scheduler_items() -> list[dict]:

@@ -9,9 +9,7 @@ import torch
 
 from nanoldm.config import AutoencoderConfig, ModelConfig, TextEncoderConfig, UNetConfig
 from nanoldm.diffusion.schedule import NoiseSchedule
-from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
-from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import conditioning
 from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES, find_a1111_sampler
 from nanoldm.samplers.schedules import SCHEDULE_NAMES, schedule_sigmas
@@ -25,15 +23,6 @@ SMALL = ModelConfig(
 SIZE, SEED, CFG = 32, 11, 5.0
 PROMPT, NEGATIVE = "a red circle", "blue"
 MODEL_RANGE = {"DPM fast", "DPM adaptive"}  # A1111 runs them on the model's sigma range: schedules barely matter
-
-
-@pytest.fixture(scope="module")
-def pipe(tokenizer):
-    torch.manual_seed(0)
-    model = LatentDiffusion.from_config(SMALL, tokenizer=tokenizer)
-    with torch.no_grad():  # a random UNet's eps is tiny; scale its output so samplers' differences show in pixels
-        model.unet.conv_out.weight.mul_(20)
-    return Pipeline(model)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

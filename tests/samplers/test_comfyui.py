@@ -10,27 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoldm.model import LatentDiffusion
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.conventions import plan
-from nanoldm.pipelines.pipeline import Pipeline
 from nanoldm.pipelines.sampling import conditioning
 from nanoldm.rng import BatchNoise
 from nanoldm.samplers.comfyui import COMFYUI_SAMPLERS, COMFYUI_SCHEDULERS, comfyui_img2img_sigmas, find_comfyui
 from tests.samplers.a1111_reference import a1111_pixels
 from tests.samplers.comfyui_reference import comfyui_txt2img_latents
-from tests.samplers.test_a1111 import CFG, NEGATIVE, PROMPT, SIZE, SMALL, psnr
+from tests.samplers.test_a1111 import CFG, NEGATIVE, PROMPT, SIZE, psnr
 
 SEED = 21
-
-
-@pytest.fixture(scope="module")
-def pipe(tokenizer):
-    torch.manual_seed(0)
-    model = LatentDiffusion.from_config(SMALL, tokenizer=tokenizer)
-    with torch.no_grad():  # as in the A1111 tests: a random UNet's eps is tiny
-        model.unet.conv_out.weight.mul_(20)
-    return Pipeline(model)
 
 
 def reference_pixels(pipe, sampler: str, scheduler: str, steps: int) -> np.ndarray:
