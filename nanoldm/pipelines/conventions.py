@@ -13,15 +13,16 @@ of the schedule img2img re-runs, and how images become 8-bit pixels.
 A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_img2img`` do
 (``modules/sd_samplers_kdiffusion.py``): ancestral noise continues each image's generator (``rng.ImageNoise``),
 and the SDE samplers' Brownian trees are seeded with the images' seeds (``create_noise_sampler``).
-A1111's DDIM and PLMS are its own "CompVis" samplers (``samplers/a1111_timesteps.py``): integer timesteps 1 + k *
-(1000 // steps), unit VP noise to start, the loop ending at t = 1 and that latent decoded; img2img noises to the
-timestep after the first one run. A1111 ignores the schedule type for them, and so does nanoldm. DDPM, which A1111
+A1111's DDIM, PLMS and UniPC are its own "CompVis" samplers (``samplers/a1111_timesteps.py``): integer timesteps
+1 + k * (1000 // steps), unit VP noise to start, the loop ending at t = 1 and that latent decoded; img2img noises
+to the timestep after the first one run; UniPC runs as many steps on its own continuous grid. A1111 ignores the schedule type for them, and so does nanoldm. DDPM, which A1111
 lacks, runs with the diffusers conventions in every mode (as everything does under like="diffusers").
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -36,6 +37,7 @@ from nanoldm.samplers.brownian import BrownianNoise
 from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui
 from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
+from nanoldm.samplers.unipc import unipc_times, vp_discrete_sigmas, vp_discrete_timestep
 
 PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round", "comfyui": "truncate"}  # each tool's 8-bit pixels
 
@@ -133,26 +135,32 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
 def _a1111_timesteps_plan(schedule: NoiseSchedule, opts: GenerateOptions, spec: TimestepSampler, noise: ImageNoise,
                           img2img: bool, hires_steps: int | None) -> SamplingPlan:
     """A1111's ``CompVisSampler.sample`` / ``sample_img2img`` in sigma space: x enters as the VP latent divided by
-    sqrt(abar) of the first timestep run, and leaves times sqrt(abar) of the last (t = 1)."""
-    T = schedule.num_train_timesteps
+    sqrt(abar) of the first level run, and leaves times sqrt(abar) of the last (t = 1; UniPC's t = 1 / N)."""
+    T, noised_to = schedule.num_train_timesteps, None
     if img2img:
         steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
         timesteps = a1111_timesteps(steps, T)
         noised_to = schedule.sigmas[timesteps[t_enc]].float()  # the image is noised one timestep above the run
-        sigmas = timestep_sigmas(schedule, timesteps[:t_enc]).float()
-        start = noised_to
+        timesteps = timesteps[:t_enc]
     else:
-        sigmas = timestep_sigmas(schedule, a1111_timesteps(opts.steps, T)).float()
-        start = (1 + sigmas[0] ** 2).sqrt()  # unit VP noise in sigma space
-    options = {"eta": opts.eta} if spec.eta else {}
+        timesteps = a1111_timesteps(opts.steps, T)
+    timestep, options = None, ({"eta": opts.eta} if spec.eta else {})
+    if spec.continuous and len(timesteps):  # UniPC: as many steps on its own grid, fractional UNet timesteps
+        t_start = (float(timesteps[-1]) + 1) / T if img2img else None
+        sigmas = vp_discrete_sigmas(schedule.alphas_cumprod, unipc_times(len(timesteps), T, t_start)).float()
+        timestep = partial(vp_discrete_timestep, schedule.alphas_cumprod)
+        options["order"] = min(3, len(timesteps))  # A1111 fails with fewer steps than the order; nanoldm lowers it
+    else:
+        sigmas = timestep_sigmas(schedule, timesteps).float()
+    start = noised_to if img2img else (1 + sigmas[0] ** 2).sqrt()  # unit VP noise in sigma space
 
     def run(denoiser, x, cond, callback):
         if img2img:  # sqrt(abar) of the noised level, then 1 / sqrt(abar) of the first level run
             x = x * ((1 + sigmas[0] ** 2) / (1 + noised_to ** 2)).sqrt()
         x = spec.fn(denoiser, x, sigmas.to(x.device), cond=cond, noise=noise, callback=callback, **options)
-        return x / (1 + sigmas[-1] ** 2).sqrt()  # back to the VP latent at t = 1, which A1111 decodes
+        return x / (1 + sigmas[-1] ** 2).sqrt()  # back to the VP latent at the last level, which A1111 decodes
 
-    return SamplingPlan(spec.name, sigmas, start, True, run)
+    return SamplingPlan(spec.name, sigmas, start, not spec.continuous, run, timestep=timestep)
 
 
 def _diffusers_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, img2img: bool) -> SamplingPlan:

@@ -1,5 +1,5 @@
-"""A1111's own DDIM and PLMS (``modules/sd_samplers_timesteps.py``, ``sd_samplers_timesteps_impl.py``): the
-"CompVis" samplers, which walk integer timesteps instead of a sigma schedule.
+"""A1111's own DDIM, PLMS and UniPC (``modules/sd_samplers_timesteps.py``, ``sd_samplers_timesteps_impl.py``): the
+"CompVis" samplers, which walk timesteps instead of a sigma schedule.
 
 - Timesteps: 1, 1 + k, 1 + 2k, ... below T + 1 with k = T // steps (T = 1000 training steps), clipped to T - 1
   (``CompVisSampler.get_timesteps``). There can be more of them than ``steps`` (30 steps: k = 33, 31 timesteps).
@@ -7,6 +7,9 @@
   not at 0, and the latent there, with the little noise t = 1 leaves, is what gets decoded.
 - The starting latent is unit noise in the VP parametrisation (x = sqrt(abar) x0 + sqrt(1 - abar) eps);
   img2img noises the image to the timestep *after* the first one it runs (A1111's off-by-one, kept).
+- UniPC (``samplers/unipc.py``) takes only the number of those timesteps (and img2img its start, the last one run
+  / 1000 + 1 / 1000) and runs that many steps on its own continuous grid, from t = 1 to t = 1 / N, with fractional
+  UNet timesteps; A1111's defaults: variant bh1, order 3, lower order at the end.
 
 The samplers here run in sigma space like every other (x / sqrt(abar), sigma^2 = (1 - abar) / abar), where both
 updates are exact rewrites of A1111's VP ones: DDIM's ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev -
@@ -22,6 +25,7 @@ import torch
 
 from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.samplers.ddim import sample_ddim
+from nanoldm.samplers.unipc import sample_unipc
 
 
 def a1111_timesteps(steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -69,18 +73,20 @@ def sample_plms(denoiser, x, sigmas, *, cond, noise=None, callback=None):
 
 @dataclass(frozen=True)
 class TimestepSampler:
-    """One of A1111's CompVis samplers: ``fn`` runs on :func:`timestep_sigmas`; ``eta``: it takes DDIM's eta
-    (A1111's "Eta DDIM", default 0)."""
+    """One of A1111's CompVis samplers: ``fn`` runs on :func:`timestep_sigmas`, or (``continuous``) on UniPC's
+    own grid; ``eta``: it takes DDIM's eta (A1111's "Eta DDIM", default 0)."""
 
     name: str
     fn: Callable
     eta: bool = False
+    continuous: bool = False
 
 
 A1111_TIMESTEP_SAMPLERS = {s.name: s for s in (TimestepSampler("DDIM", sample_ddim, eta=True),
-                                               TimestepSampler("PLMS", sample_plms))}
+                                               TimestepSampler("PLMS", sample_plms),
+                                               TimestepSampler("UniPC", sample_unipc, continuous=True))}
 
 
 def find_timestep_sampler(name: str) -> TimestepSampler | None:
-    """A1111's DDIM or PLMS by name or alias ("ddim", "plms"), or None."""
+    """A1111's DDIM, PLMS or UniPC by name or alias ("ddim", "plms", "unipc"), or None."""
     return {k.lower(): s for k, s in A1111_TIMESTEP_SAMPLERS.items()}.get(str(name).strip().lower())

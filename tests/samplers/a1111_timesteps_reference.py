@@ -8,13 +8,14 @@ from __future__ import annotations
 import torch
 
 from tests.samplers.a1111_reference import CFGDenoiser
+from tests.samplers.a1111_unipc_reference import a1111_unipc
 
 
 def get_timesteps(steps: int) -> torch.Tensor:
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
 
-def ddim(model, x, timesteps, alphas_cumprod, generators, eta=0.0, callback=None):
+def ddim(model, x, timesteps, alphas_cumprod, generators, eta=0.0):
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].double()
     sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
@@ -29,12 +30,10 @@ def ddim(model, x, timesteps, alphas_cumprod, generators, eta=0.0, callback=None
         dir_xt = (1.0 - a_prev - sigma_t**2).sqrt() * e_t
         noise = sigma_t * torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in generators])
         x = a_prev.sqrt() * pred_x0 + dir_xt + noise
-        if callback is not None:
-            callback(i, pred_x0)
     return x
 
 
-def plms(model, x, timesteps, alphas_cumprod, generators=None, callback=None):
+def plms(model, x, timesteps, alphas_cumprod, generators=None):
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].double()
     sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
@@ -59,21 +58,25 @@ def plms(model, x, timesteps, alphas_cumprod, generators=None, callback=None):
             e_t_prime = (23 * e_t - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
         else:
             e_t_prime = (55 * e_t - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
-        x, pred_x0 = get_x_prev_and_pred_x0(x, e_t_prime, index)
+        x, _ = get_x_prev_and_pred_x0(x, e_t_prime, index)
         old_eps.append(e_t)
         if len(old_eps) >= 4:
             old_eps.pop(0)
-        if callback is not None:
-            callback(i, pred_x0)
     return x
 
 
-FUNCTIONS = {"DDIM": ddim, "PLMS": plms}
+def unipc(model, x, timesteps, alphas_cumprod, generators=None, is_img2img=False):
+    """``sd_samplers_timesteps_impl.unipc``: steps = len(timesteps), img2img from t_start = timesteps[-1] / 1000
+    + 1 / 1000 (float32, as there), A1111's defaults (bh1, order 3, lower order final)."""
+    t_start = timesteps[-1] / 1000 + 1 / 1000 if is_img2img else None
+    return a1111_unipc(model, alphas_cumprod, x, len(timesteps), t_start=t_start)
+
+
+FUNCTIONS = {"DDIM": ddim, "PLMS": plms, "UniPC": unipc}
 
 
 def a1111_compvis_latents(unet, alphas_cumprod, name: str, steps: int, seeds: list[int], shape, cond, uncond,
-                          cfg_scale: float, *, eta: float = 0.0, init_latents=None, strength: float = 0.75,
-                          callback=None) -> torch.Tensor:
+                          cfg_scale: float, *, eta: float = 0.0, init_latents=None, strength: float = 0.75) -> torch.Tensor:
     """``CompVisSampler.sample`` (txt2img) or, with ``init_latents``, ``sample_img2img``: the latents (B, C, h, w)
     A1111 decodes."""
     alphas_cumprod = alphas_cumprod.float()
@@ -88,7 +91,7 @@ def a1111_compvis_latents(unet, alphas_cumprod, name: str, steps: int, seeds: li
         a = alphas_cumprod[timesteps[t_enc]]
         x = init_latents * torch.sqrt(a) + noise * torch.sqrt(1 - a)
         timesteps = timesteps[:t_enc]
-    extra = {"eta": eta} if name == "DDIM" else {}
+    extra = {"eta": eta} if name == "DDIM" else {"is_img2img": init_latents is not None} if name == "UniPC" else {}
     with torch.no_grad():
         return FUNCTIONS[name](lambda x, t: denoiser(x, t, cond, uncond, cfg_scale), x, timesteps, alphas_cumprod,
-                               generators, callback=callback, **extra)
+                               generators, **extra)

@@ -1,4 +1,4 @@
-"""A1111's own DDIM and PLMS (its "CompVis" samplers): on the small SD 1.x model of ``test_a1111``, our images
+"""A1111's own DDIM, PLMS and UniPC (its "CompVis" samplers): on the small SD 1.x model of ``test_a1111``, our images
 equal those of A1111's algorithm (``a1111_timesteps_reference``, in A1111's VP variables) to >= 60 dB PSNR as
 8-bit truncated pixels, batch 2; img2img latents likewise."""
 from __future__ import annotations
@@ -44,7 +44,8 @@ def test_a1111_timesteps(steps):
 
 
 @pytest.mark.parametrize("sampler, steps, eta", [("DDIM", 10, 0.0), ("DDIM", 30, 0.0), ("DDIM", 20, 0.5),
-                                                 ("PLMS", 10, 0.0), ("PLMS", 20, 0.0)])
+                                                 ("PLMS", 10, 0.0), ("PLMS", 20, 0.0), ("UniPC", 10, 0.0),
+                                                 ("UniPC", 30, 0.0)])
 def test_txt2img_gives_a1111s_image(pipe, sampler, steps, eta):
     images = _ours(pipe, sampler, steps, eta=eta)
     got = _array(images)
@@ -55,8 +56,8 @@ def test_txt2img_gives_a1111s_image(pipe, sampler, steps, eta):
     assert ("Eta DDIM: 0.5" in params) == (eta == 0.5)
 
 
-@pytest.mark.parametrize("sampler, strength", [("DDIM", None), ("PLMS", None), ("DDIM", 0.5), ("PLMS", 0.75),
-                                               ("DDIM", 0.3)])
+@pytest.mark.parametrize("sampler, strength", [("DDIM", None), ("PLMS", None), ("UniPC", None), ("DDIM", 0.5),
+                                               ("PLMS", 0.75), ("DDIM", 0.3), ("UniPC", 0.5), ("UniPC", 0.75)])
 def test_latents_equal_a1111s(pipe, sampler, strength):
     """Latents before the VAE, where the last step's scaling back to the VP latent at t = 1 shows (it is below 8-bit
     pixels). img2img: the image is noised one timestep above the first one run (A1111's off-by-one)."""
@@ -79,3 +80,15 @@ def test_the_60_db_bar_has_teeth(pipe):
     ddim = _array(_ours(pipe, "DDIM", 10))
     assert psnr(ddim, _array(_ours(pipe, "DDIM", 10, like="diffusers"))) < 60
     assert psnr(ddim, _array(_ours(pipe, "PLMS", 10))) < 60
+    assert psnr(ddim, _array(_ours(pipe, "UniPC", 10))) < 60
+
+
+def test_unipc_with_fewer_steps_than_its_order_lowers_the_order(pipe):
+    """img2img at strength 0.1 of 20 steps runs UniPC for 2 steps: A1111 stops on an assertion there; nanoldm
+    lowers the order to the steps it has."""
+    parts = pipe.parts()
+    opts = GenerateOptions(prompt=PROMPT, sampler="UniPC", steps=20, strength=0.1, width=SIZE, height=SIZE, seed=SEED)
+    init = torch.zeros(1, parts.latent_channels, SIZE // 4, SIZE // 4)
+    noise, _ = seeded_noise(parts, opts, SIZE, SIZE)
+    got = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init)
+    assert got.shape == init.shape and torch.isfinite(got).all() and not torch.equal(got, init)
