@@ -125,6 +125,13 @@ class ImageNoise:
     def _draw(self, i: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generators[i], dtype=torch.float32)
 
+    def posterior_draw(self, posterior) -> torch.Tensor:
+        """img2img's latents from the VAE's posterior (one image, or one per image): each image's sample from
+        its own generator, before that image's noise (as diffusers does). Shapes: posterior of (1 or B) ->
+        (B, C, h, w)."""
+        last = posterior.mean.shape[0] - 1
+        return torch.cat([posterior.item(min(i, last)).sample(g) for i, g in enumerate(self.generators)])
+
 
 class BatchNoise:
     """ComfyUI's noise (``comfy/sample.py: prepare_noise``; ``k_diffusion/sampling.py: default_noise_sampler``):
@@ -138,6 +145,12 @@ class BatchNoise:
         self.device, self.dtype = torch.device(device), dtype
         self._start: torch.Generator | None = torch.Generator("cpu").manual_seed(seed)
         self._later: torch.Generator | None = None
+
+    def posterior_draw(self, posterior) -> torch.Tensor:
+        """img2img's latents: the posterior's mean, for ComfyUI samples it from torch's global generator, which
+        no seed fixes. Shapes: posterior of (1 or B) -> (B, C, h, w)."""
+        mean = posterior.mode()
+        return mean.expand(self.batch_shape[0], *mean.shape[1:])
 
     def __call__(self) -> torch.Tensor:
         """Shapes: -> (B, C, h, w)."""

@@ -13,18 +13,12 @@ from nanoldm.rng import BatchNoise, ImageNoise
 
 
 def encode_images(parts: ModelParts, images: torch.Tensor, noise: ImageNoise | BatchNoise) -> torch.Tensor:
-    """Posterior samples, each drawn from its image's own generator before that image's noise (as diffusers
-    does). One image is shared by the whole batch. With ComfyUI's batch noise (``rng.BatchNoise``), the posterior
-    mean: ComfyUI samples it from torch's global generator, which no seed fixes.
+    """The images' latents as ``noise`` draws them from the VAE's posterior (``posterior_draw``: each image's own
+    generator before its noise, or ComfyUI's posterior mean). One image is shared by the whole batch.
     Shapes: images (1 or B, 3, H, W) -> scaled latents (B, C, h, w)."""
     with frozen_weights():
         posterior = parts.vae.encode(images.to(parts.device, parts.dtype))
-    if isinstance(noise, BatchNoise):
-        mean = posterior.mode()
-        return mean.expand(noise.batch_shape[0], *mean.shape[1:]) * parts.scale_factor
-    last = posterior.mean.shape[0] - 1
-    draws = [posterior.item(min(i, last)).sample(g) for i, g in enumerate(noise.generators)]
-    return torch.cat(draws) * parts.scale_factor
+    return noise.posterior_draw(posterior) * parts.scale_factor
 
 
 def img2img(parts: ModelParts, images: torch.Tensor, opts: GenerateOptions, *,
