@@ -15,8 +15,9 @@ A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_i
 and the SDE samplers' Brownian trees are seeded with the images' seeds (``create_noise_sampler``).
 A1111's DDIM, PLMS and UniPC are its own "CompVis" samplers (``samplers/a1111_timesteps.py``): integer timesteps
 1 + k * (1000 // steps), unit VP noise to start, the loop ending at t = 1 and that latent decoded; img2img noises
-to the timestep after the first one run; UniPC runs as many steps on its own continuous grid. A1111 ignores the schedule type for them, and so does nanoldm. DDPM, which A1111
-lacks, runs with the diffusers conventions in every mode (as everything does under like="diffusers").
+to the timestep after the first one run; UniPC runs as many steps on its own continuous grid. A1111 ignores the
+schedule type for them, and so does nanoldm. DDPM, which A1111 lacks, runs with the diffusers conventions in every
+mode (as everything does under like="diffusers").
 """
 from __future__ import annotations
 
