@@ -76,7 +76,8 @@ FUNCTIONS = {"DDIM": ddim, "PLMS": plms, "UniPC": unipc}
 
 
 def a1111_compvis_latents(unet, alphas_cumprod, name: str, steps: int, seeds: list[int], shape, cond, uncond,
-                          cfg_scale: float, *, eta: float = 0.0, init_latents=None, strength: float = 0.75) -> torch.Tensor:
+                          cfg_scale: float, *, eta: float = 0.0, init_latents=None,
+                          strength: float = 0.75) -> torch.Tensor:
     """``CompVisSampler.sample`` (txt2img) or, with ``init_latents``, ``sample_img2img``: the latents (B, C, h, w)
     A1111 decodes."""
     alphas_cumprod = alphas_cumprod.float()
