@@ -86,8 +86,8 @@ def infotext_names(opts: GenerateOptions) -> tuple[str, str | None]:
 
 
 def eta_params(opts: GenerateOptions) -> dict:
-    """The infotext's eta, when not 0: "Eta DDIM" for A1111's own DDIM (its ``eta_infotext_field``; PLMS takes
-    none), "Eta" otherwise."""
+    """The infotext's eta, when not 0: "Eta DDIM" for A1111's own DDIM (its ``eta_infotext_field``; PLMS and
+    UniPC take none), "Eta" otherwise."""
     compvis = find_timestep_sampler(opts.sampler) if opts.like == "a1111" else None
     if not opts.eta or (compvis is not None and not compvis.eta):
         return {}

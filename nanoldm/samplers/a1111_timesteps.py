@@ -87,6 +87,9 @@ A1111_TIMESTEP_SAMPLERS = {s.name: s for s in (TimestepSampler("DDIM", sample_dd
                                                TimestepSampler("UniPC", sample_unipc, continuous=True))}
 
 
+_BY_KEY = {name.lower(): s for name, s in A1111_TIMESTEP_SAMPLERS.items()}
+
+
 def find_timestep_sampler(name: str) -> TimestepSampler | None:
     """A1111's DDIM, PLMS or UniPC by name or alias ("ddim", "plms", "unipc"), or None."""
-    return {k.lower(): s for k, s in A1111_TIMESTEP_SAMPLERS.items()}.get(str(name).strip().lower())
+    return _BY_KEY.get(str(name).strip().lower())
