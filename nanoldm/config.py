@@ -11,6 +11,8 @@ import enum
 import json
 from dataclasses import dataclass, field
 
+DEFAULT_CFG_SCALE = 7.0  # A1111's guidance scale, for models that do not name their own (ModelConfig.cfg_scale)
+
 
 class PredictionType(str, enum.Enum):
     EPSILON = "epsilon"
@@ -117,6 +119,13 @@ class ModelConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     image_size: int = 512  # the native (training) resolution; generation defaults to it
+    # the guidance scale this model was measured to draw best at; generation defaults to it (None: A1111's 7)
+    cfg_scale: float | None = None
+
+    @property
+    def default_cfg_scale(self) -> float:
+        """The guidance scale generation uses when none is given."""
+        return DEFAULT_CFG_SCALE if self.cfg_scale is None else self.cfg_scale
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_enum_value))
@@ -132,6 +141,7 @@ class ModelConfig:
             text=_build(TextEncoderConfig, d.get("text", {})),
             schedule=_build(ScheduleConfig, d.get("schedule", {})),
             **({"image_size": int(d["image_size"])} if "image_size" in d else {}),
+            **({"cfg_scale": float(d["cfg_scale"])} if d.get("cfg_scale") is not None else {}),
         )
 
     @classmethod

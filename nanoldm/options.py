@@ -32,7 +32,7 @@ class GenerateOptions:
     negative_prompt: str = ""
     sampler: str = DEFAULT_SAMPLER
     steps: int = 20
-    cfg_scale: float = 7.0
+    cfg_scale: float | None = None  # None: the model's own (ModelConfig.default_cfg_scale: its cfg_scale, else 7)
     seed: int | None = None  # None or -1: random
     width: int | None = None  # None: the model's native size
     height: int | None = None
@@ -71,7 +71,7 @@ class GenerateOptions:
             raise ValueError("prompt and negative prompt must be strings")
         check_sampler(self.sampler, self.scheduler, self.like)  # an unknown name lists the valid ones
         for name in ("cfg_scale", "strength", "eta", "subseed_strength", "hr_scale"):
-            if not math.isfinite(getattr(self, name)):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name.replace('_', ' ')} must be a finite number, got {getattr(self, name)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")

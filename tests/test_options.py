@@ -29,7 +29,7 @@ def test_each_bad_value_is_named(field, value, message):
 def test_defaults_are_valid_and_a1111s():
     opts = GenerateOptions()
     opts.validate(latent_factor=8)
-    assert (opts.sampler, opts.steps, opts.cfg_scale, opts.seed, opts.strength) == ("Euler a", 20, 7.0, None,
+    assert (opts.sampler, opts.steps, opts.cfg_scale, opts.seed, opts.strength) == ("Euler a", 20, None, None,
                                                                                      IMG2IMG_STRENGTH)
     GenerateOptions(width=64, height=32, seed=-1, sampler="dpmpp_2m_karras").validate(latent_factor=8)
 

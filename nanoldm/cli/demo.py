@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     opts = generate_options(args, batch_size=SEEDS_PER_PROMPT)
     opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed))  # -1: one random seed for the whole grid
     pipe = load_pipeline(args.model)
+    if opts.cfg_scale is None:
+        opts = dataclasses.replace(opts, cfg_scale=pipe.model.config.default_cfg_scale)
     counts = pipe.model.num_parameters()
     print(f"model: {pipe.model_path} ({', '.join(f'{k} {v / 1e6:.2f}M' for k, v in counts.items())} parameters)")
     record = provenance() if args.model is None else {}

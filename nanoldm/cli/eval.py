@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_folder(args.out)  # before the work, not after it
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    if args.cfg_scale is None:  # the model's own scale, which the report then records
+        args.cfg_scale = pipe.model.config.default_cfg_scale
     args.seed = resolve_seed(args.seed)  # -1 picks one, which the report then records
     if args.condition or pipe.parts().concat_channels:
         return run_conditions(pipe, args, generate_options(args))

@@ -25,9 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--class", dest="label", help="'colour shape', e.g. 'red circle'")
     what.add_argument("--layout", help="'colour shape x0 y0 x1 y1; ...' with boxes in [0, 1], y down")
-    # a condition's reproducible seed and its CFG scale (CONDITION_DEFAULTS); four images, to see its spread
-    add_sampling_arguments(p, seed=CONDITION_DEFAULTS["seed"], cfg_scale=CONDITION_DEFAULTS["cfg_scale"],
-                           batch_size=4)
+    # a condition's reproducible seed (CONDITION_DEFAULTS); four images, to see its spread
+    add_sampling_arguments(p, seed=CONDITION_DEFAULTS["seed"], batch_size=4)
     p.add_argument("--device", default=None)
     add_dtype_argument(p)
     p.add_argument("--out", default="outputs/sample", help="output folder (default: %(default)s)")

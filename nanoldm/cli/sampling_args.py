@@ -17,7 +17,7 @@ _DECLARED = "sampling_fields"  # the GenerateOptions fields a parser declared, f
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEFAULTS.seed,
-                           cfg_scale: float = DEFAULTS.cfg_scale, batch_size: int | None = DEFAULTS.batch_size,
+                           batch_size: int | None = DEFAULTS.batch_size,
                            strength: float | None = None, image: bool = False, hires: bool = False,
                            mask: bool = False) -> None:
     """--sampler, --scheduler, --like, --steps, --cfg-scale, --seed; --batch-size unless ``batch_size`` is None (a command whose
@@ -36,8 +36,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
     g.add_argument("--like", default=DEFAULTS.like, choices=LIKES,
                    help="whose conventions: a1111 (1.10) or diffusers (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps (default: %(default)s)")
-    g.add_argument("--cfg-scale", type=float, default=cfg_scale,
-                   help="classifier-free guidance scale (default: %(default)s)")
+    g.add_argument("--cfg-scale", type=float, default=DEFAULTS.cfg_scale,
+                   help="classifier-free guidance scale (default: the model's own, which the built-in model sets "
+                        "to 4; 7, A1111's, for models that set none)")
     shown = "random" if seed is None else "%(default)s"
     g.add_argument("--seed", type=int, default=seed, help=f"image i uses seed + i; -1: random (default: {shown})")
     if batch_size is not None:

@@ -23,7 +23,7 @@ class EvalSettings:
     model: str | None = None
     sampler: str = "Euler a"
     steps: int = 20
-    cfg_scale: float = 7.0
+    cfg_scale: float | None = None  # None: the model's own (ModelConfig.default_cfg_scale)
     seed: int = 0
     held_out: str = DEFAULT_HELD_OUT_TEXT  # "colour shape, ..." never seen in training
     concept: str | None = None             # also score one-object prompts of this shape, named by ``token``

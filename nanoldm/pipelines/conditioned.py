@@ -30,9 +30,9 @@ from nanoldm.pipelines.sampling import sample_contexts
 from nanoldm.rng import resolve_seed
 
 # Where class / layout sampling differs from GenerateOptions' defaults, on purpose: a fixed seed (0, not random)
-# because a condition is a test of the model, to be reproduced; CFG 5, the scale the training previews
-# (``LDMTask(cfg_scale=5.0)``) draw these models at. ``nanoldm sample`` uses the same; the golden pixels pin it.
-CONDITION_DEFAULTS = {"seed": 0, "cfg_scale": 5.0}
+# because a condition is a test of the model, to be reproduced. ``nanoldm sample`` uses the same. The guidance
+# scale is the model's own, as everywhere (``ModelConfig.default_cfg_scale``).
+CONDITION_DEFAULTS = {"seed": 0}
 
 
 def parse_class(text: str) -> int:
@@ -86,8 +86,8 @@ def sample_condition(pipe: Pipeline, condition: torch.nn.Module, text: str, opti
     ``options`` or :class:`GenerateOptions` ``fields`` (seed, batch_size, sampler, steps, cfg_scale, ...; without
     ``options``, ``CONDITION_DEFAULTS`` first)."""
     opts = as_options(options, **{**({} if options is not None else CONDITION_DEFAULTS), **fields})
-    opts = dataclasses.replace(opts, prompt=text, seed=resolve_seed(opts.seed))
     parts = pipe.parts()
+    opts = dataclasses.replace(opts, prompt=text, seed=resolve_seed(opts.seed), cfg_scale=parts.guidance(opts.cfg_scale))
     condition = condition.to(parts.device).eval()
     context, uncond = condition_contexts(condition, text, opts.batch_size)
     seeds = [opts.seed + i for i in range(opts.batch_size)]

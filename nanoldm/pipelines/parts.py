@@ -27,6 +27,7 @@ class ModelParts:
     ``latent_channels``: C, the channels the UNet denoises (its output channels).
     ``concat_channels``: extra UNet input channels beyond C (0; 1 + C for an inpainting model).
     ``image_size``: the native (training) image side in pixels.
+    ``cfg_scale``: the guidance scale used when a generation names none (``ModelConfig.default_cfg_scale``).
 
     Shapes: latents (B, latent_channels, H / latent_factor, W / latent_factor).
     """
@@ -42,6 +43,7 @@ class ModelParts:
     latent_channels: int
     concat_channels: int
     image_size: int
+    cfg_scale: float
     device: torch.device
     dtype: torch.dtype
 
@@ -57,6 +59,7 @@ class ModelParts:
                    prediction_type=cfg.schedule.prediction_type, scale_factor=cfg.vae.scale_factor,
                    latent_factor=cfg.vae.downsample_factor, latent_channels=cfg.unet.out_channels,
                    concat_channels=cfg.unet.in_channels - cfg.unet.out_channels, image_size=cfg.image_size,
+                   cfg_scale=cfg.default_cfg_scale,
                    device=torch.device(device) if device is not None else weight.device,
                    dtype=dtype if dtype is not None else weight.dtype)
 
@@ -64,6 +67,10 @@ class ModelParts:
     def inpainting(self) -> bool:
         """True for a UNet that takes [mask, masked-image latent] beside the noisy latent."""
         return self.concat_channels == 1 + self.latent_channels
+
+    def guidance(self, cfg_scale: float | None) -> float:
+        """``cfg_scale``, or the model's own when None."""
+        return self.cfg_scale if cfg_scale is None else cfg_scale
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """Pixels -> latent cells. Shapes: (H, W) -> (h, w)."""

@@ -174,12 +174,14 @@ class Pipeline:
         return load_textual_inversion(self.model, path, token)
 
     def _resolve(self, opts: GenerateOptions, image: Image.Image | None = None) -> GenerateOptions:
-        """Fill in seed and size (the model's native size unless given) and check every setting."""
+        """Fill in seed, size and guidance scale (the model's own unless given) and check every setting."""
         native = self.model.config.image_size  # an input image is fitted to the size (opts.resize_mode), as in A1111
         opts = dataclasses.replace(opts, seed=resolve_seed(opts.seed),
                                    subseed=resolve_seed(opts.subseed) if opts.subseed_strength else opts.subseed,
                                    width=native if opts.width is None else opts.width,
-                                   height=native if opts.height is None else opts.height)
+                                   height=native if opts.height is None else opts.height,
+                                   cfg_scale=self.model.config.default_cfg_scale if opts.cfg_scale is None
+                                   else opts.cfg_scale)
         opts.validate(self.latent_factor)  # every bad setting fails here, before any work
         if image is not None and opts.enable_hr:
             raise ValueError("Hires. fix is for txt2img: turn it off for img2img and inpainting")

@@ -57,7 +57,7 @@ def conditioning(parts: ModelParts, opts: GenerateOptions, *, concat: torch.Tens
                                           emphasis="comfyui" if opts.like == "comfyui" else "original")
     B = opts.batch_size
     return Conditioning(context=cond.expand(B, -1, -1), uncond_context=uncond.expand(B, -1, -1),
-                        cfg_scale=opts.cfg_scale, concat=concat)
+                        cfg_scale=parts.guidance(opts.cfg_scale), concat=concat)
 
 
 def seeded_noise(parts: ModelParts, opts: GenerateOptions, height: int, width: int) -> tuple[ImageNoise, list[int]]:
@@ -137,7 +137,7 @@ def sample_contexts(parts: ModelParts, opts: GenerateOptions, context: torch.Ten
                                width=opts.width or parts.image_size, height=opts.height or parts.image_size)
     opts.validate(parts.latent_factor)
     noise = parts.noise(seeds, opts.height, opts.width)
-    cond = Conditioning(context=context.to(parts.device, parts.dtype), cfg_scale=opts.cfg_scale,
+    cond = Conditioning(context=context.to(parts.device, parts.dtype), cfg_scale=parts.guidance(opts.cfg_scale),
                         uncond_context=None if uncond_context is None else uncond_context.to(parts.device, parts.dtype),
                         concat=None if concat is None else concat.to(parts.device, parts.dtype))
     return decode(parts, sample_latents(parts, opts, noise, cond))

@@ -8,7 +8,7 @@ from nanoldm.cli.demo import PROMPTS, SEEDS_PER_PROMPT, ZOOM
 
 
 def test_demo_generates_a_judged_grid_with_infotext(tmp_path, capsys):
-    """At the default settings (20 steps, CFG 7, seed 0) the built-in model gets 32 of 32 right; a floor of 28
+    """At the default settings (20 steps, the model's CFG 4, seed 0) the built-in model gets 32 of 32 right; a floor of 28
     leaves room for another CPU's float rounding, not for a sampling regression (8 steps already fall to 12)."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -16,7 +16,7 @@ def test_demo_generates_a_judged_grid_with_infotext(tmp_path, capsys):
     right = re.search(rf"judge: (\d+)/{n} images right on every attribute", out)
     assert right and int(right.group(1)) >= 28, out
     assert "trained from nothing by: nanoldm train all" in out
-    assert out.count("\n   ") >= len(PROMPTS) and "(Euler a, 20 steps, CFG 7.0)" in out
+    assert out.count("\n   ") >= len(PROMPTS) and "(Euler a, 20 steps, CFG 4.0)" in out
     grid = Image.open(tmp_path / "demo.png")
     assert grid.size == (300 + 32 * SEEDS_PER_PROMPT * ZOOM, 32 * len(PROMPTS) * ZOOM)  # labels on the left
     assert grid.crop((0, 0, 300, grid.height)).convert("L").getextrema()[0] < 128  # they are written

@@ -29,7 +29,7 @@ def test_txt2img_gives_the_command_lines_pixels_and_infotext(api, tmp_path):
     assert result.info["sampler_name"] == "Euler a" and result.parameters["prompt"] == SETTINGS["prompt"]
 
     assert cli_main(["txt2img", SETTINGS["prompt"], "--seed", "11", "--steps", "3", "--width", "32", "--height", "32",
-                     "--sampler", "Euler a", "--out", str(tmp_path)]) == 0
+                     "--cfg-scale", "7", "--sampler", "Euler a", "--out", str(tmp_path)]) == 0
     [path] = tmp_path.glob("*.png")
     with Image.open(path) as cli_image:
         assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(cli_image.convert("RGB")))
@@ -94,7 +94,7 @@ def test_schedule_types_variation_seeds_and_hires_as_the_command_line(api, tmp_p
         assert part in text, text
     assert result.image.size == (48, 48)
     assert cli_main(["txt2img", SETTINGS["prompt"], "--seed", "11", "--steps", "3", "--width", "32", "--height", "32",
-                     "--sampler", "DPM++ 2M Karras", "--subseed", "5", "--subseed-strength", "0.3",
+                     "--cfg-scale", "7", "--sampler", "DPM++ 2M Karras", "--subseed", "5", "--subseed-strength", "0.3",
                      "--hires", "--hires-scale", "1.5", "--hires-upscaler", "Latent", "--hires-steps", "2",
                      "--denoising-strength", "0.6", "--out", str(tmp_path)]) == 0
     [path] = tmp_path.glob("*.png")
