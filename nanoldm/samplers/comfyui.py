@@ -17,6 +17,11 @@ not, it says so below.
     dpmpp_2m          sample_dpmpp_2m
     dpmpp_2m_sde(_heun)  sample_dpmpp_2m_sde    Brownian tree; midpoint (heun) solver
     dpmpp_3m_sde      sample_dpmpp_3m_sde       Brownian tree
+    ddpm              sample_ddpm               ComfyUI steps the VP posterior; the same in sigma space
+    lcm               sample_lcm                the model's own denoiser: no LCM boundary condition, as ComfyUI
+                                                without its ModelSamplingDiscrete "lcm" node
+    uni_pc(_bh2)      sample_comfyui_unipc      UniPC on the scheduler's sigmas themselves (next-to-last dropped,
+                                                the final 0 replaced by 0.001), order min(3, steps - 1), bh1 / bh2
 
 Schedulers: normal, simple, sgm_uniform, karras, exponential and ddim_uniform are the schedules A1111 took from
 ComfyUI (``schedules.py``); beta (sigma-table indices ``rint(ppf * 999)``, repeats dropped), kl_optimal (ending at
@@ -35,15 +40,34 @@ from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.samplers.dpm2 import sample_dpm_2, sample_dpm_2_ancestral
 from nanoldm.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
+from nanoldm.samplers.ddpm import sample_ddpm
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
 from nanoldm.samplers.schedules import SCHEDULES, without_penultimate
+from nanoldm.samplers.unipc import sample_unipc
 
 NOT_BUILT = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
-             "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "er_sde",
-             "sa_solver", "uni_pc", "uni_pc_bh2")  # ComfyUI names nanoldm does not run yet
+             "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "er_sde",
+             "sa_solver")  # ComfyUI names nanoldm does not run yet
+UNIPC_FINAL_SIGMA = 0.001  # where ComfyUI's uni_pc stops in place of 0
+
+
+def sample_comfyui_unipc(denoiser, x, sigmas, *, cond, noise=None, callback=None, variant: str = "bh1"):
+    """ComfyUI's ``sample_unipc`` (``comfy/extra_samplers/uni_pc.py``): UniPC multistep whose time is the noise
+    level itself, on the scheduler's sigmas with the final 0 replaced by 0.001 (the latent there is what ComfyUI
+    decodes), order min(3, steps - 1), lower orders at the end. ``noise`` is unused.
+
+    Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at max(sigmas[-1], 0.001).
+    """
+    if len(sigmas) < 3:
+        raise ValueError("ComfyUI's uni_pc needs at least 2 steps")
+    sigmas = sigmas.clone()
+    sigmas[-1] = sigmas[-1].clamp(min=UNIPC_FINAL_SIGMA)
+    return sample_unipc(denoiser, x, sigmas, cond=cond, callback=callback, order=min(3, len(sigmas) - 2),
+                        variant=variant)
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,10 @@ COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (
     ComfySampler("dpmpp_2m_sde_heun", sample_dpmpp_2m_sde, {"solver_type": "heun"}, brownian=True),
     ComfySampler("dpmpp_3m_sde", sample_dpmpp_3m_sde, brownian=True),
     ComfySampler("ddim", sample_euler),
+    ComfySampler("ddpm", sample_ddpm),
+    ComfySampler("lcm", sample_lcm),
+    ComfySampler("uni_pc", sample_comfyui_unipc, discard_penultimate=True),
+    ComfySampler("uni_pc_bh2", sample_comfyui_unipc, {"variant": "bh2"}, discard_penultimate=True),
 )}
 
 

@@ -133,11 +133,14 @@ class UniPC:
             x_t = x_t_ - expand_dims(alpha_t * B_h, dims) * (corr_res + rhos_c[-1] * D1_t)
         return x_t, model_t
 
-    def sample(self, x, steps=20, t_start=None, order=3, lower_order_final=True):
-        t_0 = 1. / self.noise_schedule.total_N
-        t_T = self.noise_schedule.T if t_start is None else t_start
+    def sample(self, x, steps=20, t_start=None, order=3, lower_order_final=True, timesteps=None):
+        """``timesteps``: a ready grid (ComfyUI passes one); by default A1111's 'time_uniform' one."""
+        if timesteps is None:
+            t_0 = 1. / self.noise_schedule.total_N
+            t_T = self.noise_schedule.T if t_start is None else t_start
+            timesteps = torch.linspace(t_T, t_0, steps + 1)  # skip_type 'time_uniform'
+        steps = len(timesteps) - 1
         assert steps >= order, "UniPC order must be < sampling steps"
-        timesteps = torch.linspace(t_T, t_0, steps + 1)  # skip_type 'time_uniform'
         with torch.no_grad():
             vec_t = timesteps[0].expand((x.shape[0]))
             model_prev_list = [self.model_fn(x, vec_t)]

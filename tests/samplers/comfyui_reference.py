@@ -4,7 +4,10 @@
 ``default_noise_sampler``, ``BrownianTreeNoiseSampler``), with k-diffusion 0.1.1's sampler functions where
 ComfyUI's are the same. Where they are not: ComfyUI's lms returns the prediction on its last step (done here), its
 SDE samplers carry alpha_t factors equal to 1 up to rounding (not reproduced), and its DPM fast/adaptive run
-between the schedule's own ends (passed here)."""
+between the schedule's own ends (passed here). ComfyUI's own samplers are restated from its source: ``ddpm``
+(``generic_step_sampler`` + ``DDPMSampler_step``, in VP variables), ``lcm`` (``sample_lcm``) and ``uni_pc``
+(``comfy/extra_samplers/uni_pc.py: sample_unipc`` with ``SigmaConvert``, on the UniPC class of
+``a1111_unipc_reference``, which is the same code)."""
 from __future__ import annotations
 
 import math
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from tests.samplers import a1111_unipc_reference as unipc_reference
 from tests.samplers.a1111_reference import sampling
 
 SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
@@ -24,7 +28,76 @@ SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
     "dpmpp_2m": ("sample_dpmpp_2m", {}), "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", {"brownian": True}),
     "dpmpp_2m_sde_heun": ("sample_dpmpp_2m_sde", {"brownian": True, "solver_type": "heun"}),
     "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {"brownian": True}), "ddim": ("sample_euler", {}),
+    "ddpm": ("ddpm", {}), "lcm": ("lcm", {}), "uni_pc": ("uni_pc", {"discard": True}),
+    "uni_pc_bh2": ("uni_pc", {"discard": True, "variant": "bh2"}),
 }
+
+
+def comfy_ddpm(model, x, sigmas, noise_sampler):
+    """``generic_step_sampler`` with ``DDPMSampler_step``: the DDPM posterior step taken on the VP latent."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        sigma, sigma_prev, eps = sigmas[i], sigmas[i + 1], (x - denoised) / sigmas[i]
+        x = x / torch.sqrt(1.0 + sigma ** 2.0)
+        alpha_cumprod = 1 / ((sigma * sigma) + 1)
+        alpha_cumprod_prev = 1 / ((sigma_prev * sigma_prev) + 1)
+        alpha = alpha_cumprod / alpha_cumprod_prev
+        x = (1.0 / alpha).sqrt() * (x - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
+        if sigma_prev > 0:
+            x += ((1 - alpha) * (1. - alpha_cumprod_prev) / (1. - alpha_cumprod)).sqrt() * noise_sampler(sigma, sigma_prev)
+            x *= torch.sqrt(1.0 + sigma_prev ** 2.0)
+    return x
+
+
+def comfy_lcm(model, x, sigmas, noise_sampler):
+    """``sample_lcm`` with ``EPS.noise_scaling``: jump to the prediction, add sigma_next * fresh noise."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i] * s_in)
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+    return x
+
+
+class SigmaConvert:
+    """uni_pc's noise schedule in ComfyUI: the time is sigma, alpha = 1 / sqrt(1 + sigma^2)."""
+
+    def marginal_log_mean_coeff(self, sigma):
+        return 0.5 * torch.log(1 / ((sigma * sigma) + 1))
+
+    def marginal_alpha(self, t):
+        return torch.exp(self.marginal_log_mean_coeff(t))
+
+    def marginal_std(self, t):
+        return torch.sqrt(1. - torch.exp(2. * self.marginal_log_mean_coeff(t)))
+
+    def marginal_lambda(self, t):
+        log_mean_coeff = self.marginal_log_mean_coeff(t)
+        return log_mean_coeff - 0.5 * torch.log(1. - torch.exp(2. * log_mean_coeff))
+
+
+class _SigmaTimeUniPC(unipc_reference.UniPC):
+    def get_model_input_time(self, t_continuous):  # ComfyUI feeds the model the sigma itself
+        return t_continuous
+
+
+def comfy_unipc(model, x, sigmas, variant):
+    """``sample_unipc``: eps from the denoiser (``predict_eps_sigma``), the VP latent in and out."""
+    timesteps = sigmas.clone()
+    if sigmas[-1] == 0:
+        timesteps[-1] = 0.001
+
+    def eps_fn(x_vp, sigma):
+        s = sigma.view(-1, 1, 1, 1)
+        x_in = x_vp * ((s ** 2 + 1.0) ** 0.5)
+        return (x_in - model(x_in, sigma)) / s
+
+    ns = SigmaConvert()
+    sampler = _SigmaTimeUniPC(eps_fn, ns, variant=variant)
+    x = sampler.sample(x / torch.sqrt(1.0 + timesteps[0] ** 2.0), timesteps=timesteps,
+                       order=min(3, len(timesteps) - 2), lower_order_final=True)
+    return x / ns.marginal_alpha(timesteps[-1])
 
 
 class ModelSampling:
@@ -132,6 +205,13 @@ def comfyui_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, ste
                                                                     seed=seed)
     if "solver_type" in options:
         kwargs["solver_type"] = options["solver_type"]
+    with torch.no_grad():
+        if funcname == "ddpm":
+            return comfy_ddpm(model, x, sigmas, kwargs["noise_sampler"])
+        if funcname == "lcm":
+            return comfy_lcm(model, x, sigmas, kwargs["noise_sampler"])
+        if funcname == "uni_pc":
+            return comfy_unipc(model, x, sigmas, options.get("variant", "bh1"))
     func = getattr(sampling, funcname)
     with torch.no_grad():
         if funcname in ("sample_dpm_fast", "sample_dpm_adaptive"):

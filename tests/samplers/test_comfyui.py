@@ -12,7 +12,7 @@ from PIL import Image
 
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.conventions import plan
-from nanoldm.pipelines.sampling import conditioning
+from nanoldm.pipelines.sampling import conditioning, sample_latents, seeded_noise
 from nanoldm.rng import BatchNoise
 from nanoldm.samplers.comfyui import COMFYUI_SAMPLERS, COMFYUI_SCHEDULERS, comfyui_img2img_sigmas, find_comfyui
 from tests.samplers.a1111_reference import a1111_pixels
@@ -53,6 +53,23 @@ def test_every_scheduler_gives_comfyuis_image(pipe, scheduler):
         assert psnr(got, want) >= 60, (sampler, scheduler, psnr(got, want))
 
 
+@pytest.mark.parametrize("sampler", ["uni_pc", "uni_pc_bh2", "ddpm", "lcm"])
+def test_comfyuis_own_samplers_give_its_latents(pipe, sampler):
+    """Latents before the VAE: uni_pc stops at sigma 0.001, which 8-bit pixels cannot see (ending at 0 instead is
+    ~1e-3 away), and ddpm's VP posterior step equals its sigma-space form to float32 rounding."""
+    parts = pipe.parts()
+    opts = GenerateOptions(prompt=PROMPT, negative_prompt=NEGATIVE, cfg_scale=CFG, batch_size=2, seed=SEED,
+                           sampler=sampler, scheduler="karras", steps=12, width=SIZE, height=SIZE, like="comfyui")
+    cond = conditioning(parts, opts)
+    noise, _ = seeded_noise(parts, opts, SIZE, SIZE)
+    got = sample_latents(parts, opts, noise, cond)
+    h = SIZE // parts.latent_factor
+    want = comfyui_txt2img_latents(parts.unet, parts.schedule.alphas_cumprod, sampler, "karras", 12, SEED,
+                                   (2, parts.latent_channels, h, h), cond.context, cond.uncond_context, CFG)
+    error = float((got - want).norm() / want.norm())
+    assert error < 2e-5, error
+
+
 def test_the_batch_is_one_draw_and_later_noise_comes_from_seed_plus_one():
     noise = BatchNoise(5, 3, (4, 8, 8))
     first, later = noise(), noise()
@@ -77,15 +94,16 @@ def test_denoise_below_one_takes_the_tail_of_a_longer_schedule(pipe):
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(sampler="uni_pc"), "ComfyUI has it; nanoldm does not run it yet"),
+    (dict(sampler="deis"), "ComfyUI has it; nanoldm does not run it yet"),
+    (dict(sampler="uni_pc", steps=1), "ComfyUI's uni_pc needs at least 2 steps"),
     (dict(sampler="Restart"), "unknown ComfyUI sampler 'Restart'"),
     (dict(scheduler="Karras"), "unknown ComfyUI scheduler 'Karras'; valid names: simple"),
     (dict(subseed=3, subseed_strength=0.2), "A1111's: not with like='comfyui'"),
 ])
 def test_what_comfyui_has_not_is_refused_by_name(pipe, change, words):
     with pytest.raises(ValueError, match=words):
-        pipe.txt2img(PROMPT, steps=2, width=SIZE, height=SIZE, like="comfyui", progress=False,
-                     **{"sampler": "euler", **change})
+        pipe.txt2img(PROMPT, width=SIZE, height=SIZE, like="comfyui", progress=False,
+                     **{"sampler": "euler", "steps": 2, **change})
 
 
 def test_the_start_is_scaled_by_sqrt_1_plus_sigma_squared_only_from_sigma_max(pipe):
@@ -110,7 +128,7 @@ def test_the_infotext_names_comfyuis_sampler_and_brings_the_image_back(pipe):
 
 def test_img2img_runs_at_any_denoise_with_every_kind_of_noise(pipe):
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-    for sampler in ("dpmpp_2m_sde", "euler_ancestral", "dpm_2"):
+    for sampler in ("dpmpp_2m_sde", "euler_ancestral", "dpm_2", "uni_pc", "ddpm", "lcm"):
         for strength in (0.0, 0.5, 1.0):
             (out,) = pipe.img2img(image, PROMPT, sampler=sampler, steps=4, strength=strength, seed=SEED,
                                   like="comfyui", progress=False)
