@@ -5,7 +5,7 @@ Our single-file checkpoint is this object's ``state_dict()`` (keys prefixed ``un
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ class LatentDiffusion:
     vae: AutoencoderKL
     text_encoder: CLIPTextEncoder
     tokenizer: object | None = None  # nanoldm.text.tokenizer.CLIPTokenizer
+    # textual-inversion token -> A1111's short hash of the file it was read from (the infotext's "TI hashes")
+    embedding_hashes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, tokenizer=None, device: str | torch.device | None = None) -> "LatentDiffusion":

@@ -11,7 +11,6 @@ Shapes against a model's weights are checked when the LoRA is applied (:mod:`nan
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from nanoldm.checkpoint import keymap_lora as km
 from nanoldm.checkpoint.formats import CheckpointError, read_tensors, write_safetensors
+from nanoldm.checkpoint.hashing import safetensors_data_offset, sha256_file
 from nanoldm.config import SD_V1, ModelConfig
 
 __all__ = ["LoraModule", "LoraWeights", "LoraError", "read_lora", "save_lora", "lora_delta", "lora_hash", "FORMATS"]
@@ -156,16 +156,11 @@ def save_lora(path: str | Path, weights: LoraWeights, metadata: dict[str, str] |
     write_safetensors(path, tensors, {str(k): str(v) for k, v in (metadata or {}).items()})
 
 
-def lora_hash(path: str | Path, metadata: dict[str, str] | None = None, *, block_size: int = 1 << 20) -> str:
+def lora_hash(path: str | Path, metadata: dict[str, str] | None = None) -> str:
     """A1111's short LoRA hash (``Lora hashes`` in the infotext): the first 12 hex digits of kohya's
     ``sshs_model_hash`` metadata if present, else of the SHA-256 of a ``.safetensors`` file's tensor data (the
     bytes after its JSON header: sd-scripts' "addnet" hash), or of the whole file for other suffixes."""
     if metadata and metadata.get("sshs_model_hash"):
         return metadata["sshs_model_hash"][:12]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        if Path(path).suffix.lower() == ".safetensors":
-            f.seek(8 + int.from_bytes(f.read(8), "little"))
-        while block := f.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    start = safetensors_data_offset(path) if Path(path).suffix.lower() == ".safetensors" else 0
+    return sha256_file(path, start=start)[:12]

@@ -25,6 +25,7 @@ from typing import Iterator
 
 from torch import nn
 
+from nanoldm.checkpoint.hashing import hash_list
 from nanoldm.config import ModelConfig
 from nanoldm.finetune.extra_networks import Tag, finite_number, network_files
 from nanoldm.finetune.lora import ActiveLora, LoraStack
@@ -33,7 +34,6 @@ from nanoldm.finetune.lora_file import LoraWeights, lora_hash, read_lora
 __all__ = ["LoraLibrary", "LoraNotFoundWarning", "parse_lora_args"]
 
 SUFFIXES = (".safetensors", ".pt", ".ckpt")  # in order of preference when several exist
-REMOVE_SYMBOLS = str.maketrans("", "", ":,")  # A1111 drops these from names in "Lora hashes"
 
 
 class LoraNotFoundWarning(UserWarning):
@@ -106,8 +106,8 @@ class LoraLibrary:
         for lora in self.stack.active:
             path = self.find(lora.name)
             if path is not None:
-                hashes[lora.name.translate(REMOVE_SYMBOLS)] = self._read(path).hash
-        return {"Lora hashes": ", ".join(f"{k}: {v}" for k, v in hashes.items())} if hashes else {}
+                hashes[lora.name] = self._read(path).hash
+        return {"Lora hashes": hash_list(hashes)} if hashes else {}
 
     def _read(self, path: Path) -> _File:
         key = path.resolve()

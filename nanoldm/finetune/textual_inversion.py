@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nanoldm.checkpoint.formats import CheckpointError
+from nanoldm.checkpoint.hashing import hash_list, sha256_file
 from nanoldm.finetune.embedding_files import (EMBEDDING_SUFFIXES, Embedding, file_name, read_embedding,
                                               read_png_embedding)
 from nanoldm.model import LatentDiffusion
@@ -214,4 +215,20 @@ def _apply(model: LatentDiffusion, embedding: Embedding, token: str, path: str |
         apply_embedding(model, embedding.vectors, token, source=str(path))
     except TokenizerError as e:
         raise CheckpointError(f"{path}: cannot add the token {token!r}: {e}") from None
+    model.embedding_hashes[token] = embedding_hash(path)
     return token
+
+
+def embedding_hash(path: str | Path) -> str:
+    """A1111's short hash of an embedding file (``TI hashes`` in the infotext): 12 hex digits of its SHA-256."""
+    return sha256_file(path)[:12]
+
+
+def used_embedding_hashes(model: LatentDiffusion, *texts: str) -> dict[str, str]:
+    """A1111's ``TI hashes`` field for the file embeddings ``texts`` use (prompt and negative prompt), in the
+    order they were loaded: {"TI hashes": "name: hash, ..."}, or {} when none is used."""
+    if not model.embedding_hashes or model.tokenizer is None:
+        return {}
+    ids = {i for text in texts for i in model.tokenizer.encode(text)}
+    used = {token: short for token, short in model.embedding_hashes.items() if model.tokenizer.token_to_id(token) in ids}
+    return {"TI hashes": hash_list(used)} if used else {}

@@ -18,7 +18,6 @@ are missing from the dict: A1111 reads a missing ``Clip skip`` as 1.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from nanoldm.checkpoint.hashing import sha256_file
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.conventions import infotext_names
 from nanoldm.pipelines.hires import upscaler_name
@@ -210,11 +210,7 @@ def read_png_infotext(path: str | Path) -> str | None:
         return getattr(image, "text", {}).get(PNG_KEY, image.info.get(PNG_KEY))
 
 
-def model_hash(path: str | Path, *, block_size: int = 1 << 20) -> str:
+def model_hash(path: str | Path) -> str:
     """A1111's short model hash ("AutoV2", written as ``Model hash``): the first 10 hex digits of the
-    SHA-256 of the whole file. The file is read in blocks, never whole."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()[:10]
+    SHA-256 of the whole file."""
+    return sha256_file(path)[:10]

@@ -17,7 +17,7 @@ from nanoldm.diffusion.schedule import NoiseSchedule
 from nanoldm.finetune.extra_networks import extra_networks_applied
 from nanoldm.finetune.hypernetwork_library import HypernetworkLibrary
 from nanoldm.finetune.lora_library import LoraLibrary
-from nanoldm.finetune.textual_inversion import load_textual_inversion
+from nanoldm.finetune.textual_inversion import load_textual_inversion, used_embedding_hashes
 from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions, batch_run
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
@@ -200,13 +200,14 @@ class Pipeline:
         out = tensor_to_pil(images, PIXEL_ROUNDING[opts.like])
         sampler, schedule_type = infotext_names(opts)
         _, subseeds = batch_seeds(opts.seed, len(seeds), opts.subseed, opts.subseed_strength)
+        ti_hashes = used_embedding_hashes(self.model, opts.prompt, opts.negative_prompt)
         for i, (im, seed) in enumerate(zip(out, seeds)):
             params = generation_params(
                 steps=opts.steps, sampler=sampler, schedule_type=schedule_type, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
-                extra={**eta_params(opts), **fields, **hires_params(opts),
+                extra={**eta_params(opts), **fields, **ti_hashes, **hires_params(opts),
                        **({"Conventions": opts.like} if opts.like != "a1111" else {})})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed

@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from nanoldm.checkpoint.hashing import sha256_file
 from nanoldm.config import PredictionType
 from nanoldm.model import LatentDiffusion
 from nanoldm.training.loop import TrainConfig
@@ -26,14 +27,6 @@ def legacy_model_hash(path: Path) -> str:
     with open(path, "rb") as file:
         file.seek(0x100000)
         return hashlib.sha256(file.read(0x10000)).hexdigest()[:8]
-
-
-def file_sha256(path: Path, block_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def base_model_version(model: LatentDiffusion) -> tuple[bool, str]:
@@ -98,6 +91,6 @@ def kohya_metadata(model: LatentDiffusion, options, loop: TrainConfig, *, name: 
     if base is not None:
         if base.is_file():
             meta["ss_sd_model_hash"] = legacy_model_hash(base)
-            meta["ss_new_sd_model_hash"] = file_sha256(base)
+            meta["ss_new_sd_model_hash"] = sha256_file(base)
         meta["ss_sd_model_name"] = base.name
     return meta

@@ -188,6 +188,28 @@ def test_pipeline_and_cli_load_embeddings(model, tmp_path):
     assert main(args) == 0 and len(list((tmp_path / "out").glob("*.png"))) == 1
 
 
+def test_the_infotext_records_the_embeddings_a_prompt_uses_as_a1111_does(model, tmp_path):
+    """A1111's ``TI hashes: "name: hash"``: 12 hex digits of the file's SHA-256, for the embeddings the prompt or
+    the negative prompt uses (others, and embeddings not read from a file, are left out)."""
+    import hashlib
+
+    pipe = Pipeline(dataclasses.replace(model, config=dataclasses.replace(model.config, image_size=16)))
+    paths = {}
+    for name in ("shiny", "dull"):
+        paths[name] = tmp_path / f"{name}.safetensors"
+        write_a1111_safetensors(Embedding(name, torch.randn(1, WIDTH)), paths[name])
+        pipe.load_textual_inversion(paths[name])
+    apply_embedding(pipe.model, torch.randn(1, WIDTH), "trained")  # in memory: no file, no hash
+    short = {k: hashlib.sha256(p.read_bytes()).hexdigest()[:12] for k, p in paths.items()}
+
+    def infotext(prompt, negative=""):
+        return pipe.txt2img(prompt, negative, steps=1, seed=1, progress=False)[0].info["parameters"]
+
+    assert f'TI hashes: "shiny: {short["shiny"]}"' in infotext("a shiny circle trained")
+    assert f'TI hashes: "shiny: {short["shiny"]}, dull: {short["dull"]}"' in infotext("a (dull:1.2) circle", "shiny")
+    assert "TI hashes" not in infotext("a trained circle")
+
+
 def test_malicious_pickle_is_refused_and_never_run(model, tmp_path, capsys):
     marker = tmp_path / "pwned"
 
