@@ -60,6 +60,7 @@ class GenerateOptions:
     hr_upscaler: str | None = None  # None: "Latent"
     hr_second_pass_steps: int = 0  # 0: the first pass's steps
     hr_sampler_name: str | None = None  # None: the first pass's sampler
+    hr_scheduler: str | None = None  # None: the first pass's schedule type (Automatic: the hires sampler's own)
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""
     scheduler: str = "Automatic"  # A1111's "Schedule type"; Automatic: the sampler's own

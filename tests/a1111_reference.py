@@ -185,9 +185,10 @@ def setup_img2img_steps(denoising_strength, steps):
 def hires_fix(*, vae, scale_factor, denoise, denoise_hr, get_sigmas, sampler, hr_sampler, seed, subseed,
               subseed_strength, batch_size, width, height, steps, hr_scale=2.0, hr_resize_x=0, hr_resize_y=0,
               hr_upscaler=None, hr_second_pass_steps=0, denoising_strength=0.75, ensd=0, channels=4,
-              seed_resize_from_h=0, seed_resize_from_w=0):
+              seed_resize_from_h=0, seed_resize_from_w=0, get_hr_sigmas=None):
     """txt2img + ``sample_hr_pass``: the decoded images (B, 3, H, W) in [-1, 1]. ``denoise(x, sigma)`` and
-    ``denoise_hr`` are the CFG denoisers of the two passes; ``get_sigmas(name, steps)`` the schedule."""
+    ``denoise_hr`` are the CFG denoisers of the two passes; ``get_sigmas(name, steps)`` the schedule
+    (``get_hr_sigmas`` the second pass's, when its schedule type differs: ``p.hr_scheduler``)."""
     seeds, subseeds = all_seeds(seed, subseed, subseed_strength, batch_size)
     extras = dict(subseeds=subseeds, subseed_strength=subseed_strength, seed_resize_from_h=seed_resize_from_h,
                   seed_resize_from_w=seed_resize_from_w, eta_noise_seed_delta=ensd)
@@ -222,7 +223,7 @@ def hires_fix(*, vae, scale_factor, denoise, denoise_hr, get_sigmas, sampler, hr
     rng = ImageRNG(samples.shape[1:], seeds, **extras)
     noise = rng.next()
     total, t_enc = setup_img2img_steps(denoising_strength, hr_second_pass_steps or steps)
-    sigma_sched = get_sigmas(hr_sampler, total)[total - t_enc - 1:]
+    sigma_sched = (get_hr_sigmas or get_sigmas)(hr_sampler, total)[total - t_enc - 1:]
     xi = samples + noise * sigma_sched[0]
     samples = SAMPLERS[hr_sampler](denoise_hr, xi, sigma_sched, rng)
     return vae.decode(samples / scale_factor)

@@ -114,6 +114,8 @@ def _add_hires(p: argparse.ArgumentParser) -> list[str]:
                    help="second-pass steps (0: the same as --steps; default: %(default)s)")
     g.add_argument("--hires-sampler", dest="hr_sampler_name", default=DEFAULTS.hr_sampler_name,
                    help="second-pass sampler (default: the same as --sampler)")
+    g.add_argument("--hires-scheduler", dest="hr_scheduler", default=DEFAULTS.hr_scheduler,
+                   help="second-pass schedule type (default: the same as --scheduler)")
     g.add_argument("--hires-prompt", dest="hr_prompt", default=DEFAULTS.hr_prompt,
                    help="second-pass prompt (default: the prompt)")
     g.add_argument("--hires-negative-prompt", dest="hr_negative_prompt", default=DEFAULTS.hr_negative_prompt,
@@ -121,7 +123,7 @@ def _add_hires(p: argparse.ArgumentParser) -> list[str]:
     g.add_argument("--denoising-strength", dest="strength", type=float, default=DEFAULTS.strength,
                    help="how much of the second pass's schedule is re-run, in [0, 1] (default: %(default)s)")
     return ["enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler", "hr_second_pass_steps",
-            "hr_sampler_name", "hr_prompt", "hr_negative_prompt", "strength"]
+            "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt", "strength"]
 
 
 def generate_options(args: argparse.Namespace, **fields) -> GenerateOptions:

@@ -103,13 +103,15 @@ def validate_hires(opts: GenerateOptions, latent_factor: int) -> None:
     hires_target(opts, latent_factor)
     if opts.hr_second_pass_steps < 0:
         raise ValueError(f"hires steps must be >= 0 (0: the same as steps), got {opts.hr_second_pass_steps}")
-    if opts.hr_sampler_name is not None:
-        check_sampler(opts.hr_sampler_name, opts.scheduler, opts.like)
+    if opts.hr_sampler_name is not None or opts.hr_scheduler is not None:
+        second = second_pass_options(opts)
+        check_sampler(second.sampler, second.scheduler, opts.like)
 
 
 def second_pass_options(opts: GenerateOptions) -> GenerateOptions:
-    """The second pass's sampler, steps and prompts."""
+    """The second pass's sampler, schedule type, steps and prompts."""
     return dataclasses.replace(opts, sampler=opts.hr_sampler_name or opts.sampler,
+                               scheduler=opts.hr_scheduler or opts.scheduler,
                                steps=opts.hr_second_pass_steps or opts.steps, prompt=opts.hr_prompt or opts.prompt,
                                negative_prompt=opts.hr_negative_prompt or opts.negative_prompt)
 

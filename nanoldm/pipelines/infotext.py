@@ -28,7 +28,7 @@ from PIL.PngImagePlugin import PngInfo
 from nanoldm.checkpoint.hashing import sha256_file
 from nanoldm.options import GenerateOptions
 from nanoldm.pipelines.conventions import infotext_names
-from nanoldm.pipelines.hires import upscaler_name
+from nanoldm.pipelines.hires import second_pass_options, upscaler_name
 
 __all__ = ["format_infotext", "generation_params", "seed_params", "hires_params", "parse_infotext", "save_png",
            "read_png_infotext", "model_hash", "PNG_KEY"]
@@ -135,6 +135,11 @@ def hires_params(opts: GenerateOptions) -> dict:
         params["Hires prompt"] = opts.hr_prompt
     if opts.hr_negative_prompt and opts.hr_negative_prompt != opts.negative_prompt:
         params["Hires negative prompt"] = opts.hr_negative_prompt
+    # A1111's get_sigmas writes it in the hires pass when a schedule of its own ran there (not "Automatic": the
+    # model's sigmas) and differs from the first pass's (which, when "Automatic", it did not record)
+    hires_schedule = infotext_names(second_pass_options(opts))[1]
+    if hires_schedule not in (None, "Automatic") and hires_schedule != infotext_names(opts)[1]:
+        params["Hires schedule type"] = hires_schedule
     if opts.hr_resize_x == 0 and opts.hr_resize_y == 0:
         params["Hires upscale"] = _number(float(opts.hr_scale))
     else:

@@ -191,5 +191,10 @@ def _hires_fields(req: Txt2ImgRequest) -> dict:
     """A1111's Hires. fix fields, as ``GenerateOptions`` has them (``pipelines/hires.py``)."""
     return {"enable_hr": req.enable_hr, "hr_scale": req.hr_scale, "hr_resize_x": req.hr_resize_x,
             "hr_resize_y": req.hr_resize_y, "hr_upscaler": req.hr_upscaler, "hr_prompt": req.hr_prompt,
-            "hr_second_pass_steps": req.hr_second_pass_steps, "hr_sampler_name": req.hr_sampler_name,
-            "hr_negative_prompt": req.hr_negative_prompt}
+            "hr_second_pass_steps": req.hr_second_pass_steps, "hr_sampler_name": _same_as_first(req.hr_sampler_name),
+            "hr_scheduler": _same_as_first(req.hr_scheduler), "hr_negative_prompt": req.hr_negative_prompt}
+
+
+def _same_as_first(name: str | None) -> str | None:
+    """A1111's UI values "Use same sampler" / "Use same scheduler" mean the first pass's: None."""
+    return None if name in ("Use same sampler", "Use same scheduler") else name

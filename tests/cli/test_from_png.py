@@ -48,6 +48,7 @@ SETTINGS = {
     "hires Lanczos resize, own sampler and prompt": [
         "--hires", "--hires-upscaler", "Lanczos", "--hires-resize-x", "24", "--hires-sampler", "Euler",
         "--hires-steps", "1", "--hires-prompt", "a blue square, masterpiece"],
+    "hires with its own schedule type": ["--hires", "--sampler", "DPM++ 2M", "--hires-scheduler", "Exponential"],
     "embedding": ["--embeddings", "EMBEDDINGS", "--sampler", "Euler"],
 }
 

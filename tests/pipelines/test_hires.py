@@ -51,11 +51,11 @@ def reference_denoiser(parts, opts: GenerateOptions, sampler: str):
     return lambda x, sigma: denoiser(x, sigma, cond)
 
 
-def get_sigmas(parts):
+def get_sigmas(parts, scheduler="Automatic"):
     """A1111's txt2img schedule of a sampler (``KDiffusionSampler.get_sigmas``; tested against k-diffusion in
     tests/samplers/): the whole schedule, which the references slice themselves."""
     def sigmas(name, steps):
-        opts = dataclasses.replace(BASE, sampler=name, steps=steps)
+        opts = dataclasses.replace(BASE, sampler=name, steps=steps, scheduler=scheduler)
         return plan(parts.schedule, opts, parts.noise([0], SIZE, SIZE)).sigmas
     return sigmas
 
@@ -100,6 +100,10 @@ HIRES_CASES = {
         subseed_strength=0.3, ensd=100, strength=0.7),
     "Nearest x2, resized seed": dict(enable_hr=True, hr_upscaler="Nearest", seed_resize_from_w=20,
                                      seed_resize_from_h=12, strength=0.45),
+    "Karras first pass, Exponential second pass (hr_scheduler)": dict(
+        enable_hr=True, scheduler="Karras", hr_scheduler="Exponential", hr_sampler_name="Euler", strength=0.6),
+    "Karras for both passes (no hr_scheduler: the first pass's)": dict(
+        enable_hr=True, sampler="Euler", scheduler="Karras", strength=0.6),
 }
 
 
@@ -112,13 +116,14 @@ def test_hires_fix_gives_a1111s_image(parts, case):
         ours, _ = hires_txt2img(parts, opts)
         theirs = a1111.hires_fix(
             vae=parts.vae, scale_factor=parts.scale_factor, denoise=reference_denoiser(parts, opts, opts.sampler),
-            denoise_hr=reference_denoiser(parts, hr_opts, hr_sampler), get_sigmas=get_sigmas(parts),
+            denoise_hr=reference_denoiser(parts, hr_opts, hr_sampler), get_sigmas=get_sigmas(parts, opts.scheduler),
             sampler=opts.sampler, hr_sampler=hr_sampler, seed=opts.seed, subseed=opts.subseed,
             subseed_strength=opts.subseed_strength, batch_size=opts.batch_size, width=SIZE, height=SIZE,
             steps=opts.steps, hr_scale=opts.hr_scale, hr_resize_x=opts.hr_resize_x, hr_resize_y=opts.hr_resize_y,
             hr_upscaler=opts.hr_upscaler, hr_second_pass_steps=opts.hr_second_pass_steps,
             denoising_strength=opts.strength, ensd=opts.ensd, seed_resize_from_h=opts.seed_resize_from_h,
-            seed_resize_from_w=opts.seed_resize_from_w)
+            seed_resize_from_w=opts.seed_resize_from_w,
+            get_hr_sigmas=get_sigmas(parts, opts.hr_scheduler or opts.scheduler))
     assert ours.shape == theirs.shape
     assert psnr(ours, theirs) >= 60
 
@@ -154,6 +159,15 @@ def test_infotext_keys_are_a1111s():
     # ENSD only where a pass's sampler draws later noise (A1111's "uses_ensd"; DDIM with eta > 0)
     assert seed_params(dataclasses.replace(opts, sampler="Euler", hr_sampler_name="Heun"), 8)["ENSD"] is None
     assert seed_params(dataclasses.replace(opts, sampler="DDIM", eta=0.5, enable_hr=False), 8)["ENSD"] == 31337
+    # "Hires schedule type" when the second pass's schedule is not the first pass's (A1111's get_sigmas)
+    karras = dataclasses.replace(opts, sampler="DPM++ 2M", hr_sampler_name=None, hr_prompt="")
+    assert "Hires schedule type" not in hires_params(karras)
+    assert hires_params(dataclasses.replace(karras, hr_scheduler="Exponential"))["Hires schedule type"] == "Exponential"
+    assert hires_params(dataclasses.replace(karras, hr_sampler_name="Euler"))["Hires sampler"] == "Euler"
+    assert "Hires schedule type" not in hires_params(dataclasses.replace(karras, hr_sampler_name="Euler"))
+    euler_a = dataclasses.replace(karras, sampler="Euler a", hr_scheduler="Karras")  # no "Schedule type" written
+    assert list(hires_params(euler_a))[:1] == ["Hires schedule type"]
+    assert hires_params(euler_a)["Hires schedule type"] == "Karras"
     assert seed_params(BASE, 8) == dict.fromkeys(("Variation seed", "Variation seed strength", "Seed resize from",
                                                   "ENSD"))
 
