@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from nanoldm.text.prompt import BREAK, parse_prompt_attention
+from nanoldm.text.prompt_comfyui import comfyui_chunks
 from nanoldm.text.tokenizer import CLIPTokenizer
 
-__all__ = ["PromptChunk", "chunk_prompt", "empty_chunk", "pad_chunks", "encode_chunks", "encode_prompts",
+__all__ = ["PromptChunk", "chunk_prompt", "chunk_prompt_comfyui", "empty_chunk", "pad_chunks", "encode_chunks", "encode_prompts",
            "encode_prompt", "encode_prompt_pair", "CHUNK_TOKENS", "COMMA_BACKTRACK"]
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk; with BOS and EOS a chunk fills the encoder's 77 positions
@@ -104,6 +105,11 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, *,
         for token in tokenizer.encode(text):
             builder.add(token, weight)
     return builder.finish()
+
+
+def chunk_prompt_comfyui(tokenizer: CLIPTokenizer, prompt: str) -> list[PromptChunk]:
+    """A ComfyUI-syntax prompt -> its chunks, as ComfyUI lays them out (``nanoldm.text.prompt_comfyui``)."""
+    return [PromptChunk(ids, weights) for ids, weights in comfyui_chunks(tokenizer, prompt, CHUNK_TOKENS)]
 
 
 def empty_chunk(tokenizer: CLIPTokenizer) -> PromptChunk:
@@ -193,7 +199,8 @@ def encode_prompt_pair(text_encoder, tokenizer: CLIPTokenizer, prompt: str | lis
     """Context for a prompt and for its negative prompt (CFG's cond and uncond), padded to one length.
 
     Strings give batches of one; lists must be equally long. Prompts and negative prompts are encoded in
-    separate calls, as diffusers does; ``emphasis`` as in ``encode_chunks``.
+    separate calls, as diffusers does; ``emphasis`` as in ``encode_chunks``; "comfyui" also parses and chunks
+    the prompts as ComfyUI does (``chunk_prompt_comfyui``).
     Shapes: -> cond, uncond, each (B, 77 * n_chunks, width).
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -201,8 +208,9 @@ def encode_prompt_pair(text_encoder, tokenizer: CLIPTokenizer, prompt: str | lis
     if len(prompts) != len(negatives) or not prompts:
         raise ValueError(f"need as many negative prompts as prompts (at least one), got {len(prompts)} "
                          f"prompts and {len(negatives)} negative prompts")
-    cond_chunks = [chunk_prompt(tokenizer, p) for p in prompts]
-    uncond_chunks = [chunk_prompt(tokenizer, p) for p in negatives]
+    chunk = chunk_prompt_comfyui if emphasis == "comfyui" else chunk_prompt
+    cond_chunks = [chunk(tokenizer, p) for p in prompts]
+    uncond_chunks = [chunk(tokenizer, p) for p in negatives]
     n = max(map(len, cond_chunks + uncond_chunks))
     cond, uncond = (encode_chunks(text_encoder, pad_chunks(tokenizer, chunks, n), clip_skip=clip_skip,
                                   emphasis=emphasis, tokenizer=tokenizer) for chunks in (cond_chunks, uncond_chunks))
