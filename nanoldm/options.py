@@ -64,6 +64,10 @@ class GenerateOptions:
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""
     scheduler: str = "Automatic"  # A1111's "Schedule type"; Automatic: the sampler's own
+    # A1111's setting "Always discard next-to-last sigma" (always_discard_next_to_last_sigma): its k-diffusion
+    # samplers drop the next-to-last noise level of a one-step-longer schedule, its DDIM/PLMS/UniPC take one more
+    # timestep (A1111's own, odd, behaviour)
+    discard_penultimate_sigma: bool = False
     like: str = "a1111"  # whose conventions: "a1111" (1.10), "diffusers" or "comfyui" (pipelines/conventions.py)
 
     def validate(self, latent_factor: int) -> None:
@@ -97,6 +101,8 @@ class GenerateOptions:
                                        or self.seed_resize_from_w > 0 or self.seed_resize_from_h > 0):
             raise ValueError("variation seeds, seed resize, ENSD and Hires. fix are A1111's: not with "
                              "like='comfyui' (--like comfyui)")
+        if self.discard_penultimate_sigma and self.like != "a1111":
+            raise ValueError(f"discard penultimate sigma is an A1111 setting: not with like={self.like!r}")
         for name in ("seed_resize_from_w", "seed_resize_from_h"):
             size = getattr(self, name)
             if 0 < size < latent_factor:

@@ -26,13 +26,15 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed: int | None = DEF
     extras (--subseed, --subseed-strength, --seed-resize-from-w/-h, --ensd); with ``hires`` (txt2img) A1111's
     Hires. fix (--hires, --hires-scale, ..., --denoising-strength)."""
     g = p.add_argument_group("sampling")
-    fields = ["sampler", "scheduler", "like", "steps", "cfg_scale", "seed"]
+    fields = ["sampler", "scheduler", "discard_penultimate_sigma", "like", "steps", "cfg_scale", "seed"]
     g.add_argument("--sampler", default=DEFAULTS.sampler,
                    help='e.g. "Euler a", "DPM++ 2M Karras", ddim, euler (default: %(default)s)')
     g.add_argument("--scheduler", default=DEFAULTS.scheduler,
                    help='A1111 "Schedule type": Automatic (the sampler\'s own), Uniform, Karras, Exponential, '
                         'Polyexponential, SGM Uniform, KL Optimal, Align Your Steps, Simple, Normal, DDIM, Beta '
                         '(default: %(default)s)')
+    g.add_argument("--discard-penultimate-sigma", action="store_true",
+                   help="A1111's setting 'Always discard next-to-last sigma' (like=a1111 only)")
     g.add_argument("--like", default=DEFAULTS.like, choices=LIKES,
                    help="whose conventions: a1111 (1.10) or diffusers (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps (default: %(default)s)")

@@ -85,6 +85,15 @@ def infotext_names(opts: GenerateOptions) -> tuple[str, str | None]:
     return found[0].name, found[0].schedule_label(found[1])
 
 
+def discard_params(opts: GenerateOptions) -> dict:
+    """"Discard penultimate sigma: True" when the setting is on and the sampler does not drop that level anyway
+    (A1111 writes it where its ``get_sigmas`` / ``get_timesteps`` applies the setting)."""
+    if not opts.discard_penultimate_sigma or opts.like != "a1111":
+        return {}
+    found = None if find_timestep_sampler(opts.sampler) else resolve_a1111(opts.sampler, opts.scheduler)
+    return {} if found is not None and found[0].discard_penultimate else {"Discard penultimate sigma": True}
+
+
 def eta_params(opts: GenerateOptions) -> dict:
     """The infotext's eta, when not 0: "Eta DDIM" for A1111's own DDIM (its ``eta_infotext_field``; PLMS and
     UniPC take none), "Eta" otherwise."""
@@ -112,12 +121,13 @@ def plan(schedule: NoiseSchedule, opts: GenerateOptions, noise: ImageNoise, *, i
     if spec.lcm:  # A1111's LCMCompVisDenoiser: LCM's 50 steps stand in for the model's schedule
         schedule, num_train = lcm_schedule(schedule), schedule.num_train_timesteps
         timestep = LCMTimesteps(schedule, num_train)
+    discard = opts.discard_penultimate_sigma
     if not img2img:
-        sigmas = spec.sigmas(schedule, opts.steps, scheduler)
+        sigmas = spec.sigmas(schedule, opts.steps, scheduler, discard=discard)
         run_sigmas = uniform(schedule, opts.steps) if spec.model_range else sigmas
     else:
         steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
-        sigmas = spec.sigmas(schedule, steps, scheduler)
+        sigmas = spec.sigmas(schedule, steps, scheduler, discard=discard)
         # strength 0 re-runs nothing (A1111 would still run its last step; nanoldm keeps the image as it is)
         run_sigmas = sigmas[steps - t_enc - 1:] if opts.strength > 0 else sigmas[-1:]
     options = dict(spec.options)
@@ -137,14 +147,14 @@ def _a1111_timesteps_plan(schedule: NoiseSchedule, opts: GenerateOptions, spec: 
                           img2img: bool, hires_steps: int | None) -> SamplingPlan:
     """A1111's ``CompVisSampler.sample`` / ``sample_img2img`` in sigma space: x enters as the VP latent divided by
     sqrt(abar) of the first level run, and leaves times sqrt(abar) of the last (t = 1; UniPC's t = 1 / N)."""
-    T, noised_to = schedule.num_train_timesteps, None
-    if img2img:
+    T, noised_to, more = schedule.num_train_timesteps, None, int(opts.discard_penultimate_sigma)
+    if img2img:  # "discard penultimate sigma" only adds a timestep here (A1111's get_timesteps)
         steps, t_enc = a1111_img2img_steps(opts.steps, opts.strength, hires_steps)
-        timesteps = a1111_timesteps(steps, T)
+        timesteps = a1111_timesteps(steps + more, T)
         noised_to = schedule.sigmas[timesteps[t_enc]].float()  # the image is noised one timestep above the run
         timesteps = timesteps[:t_enc]
     else:
-        timesteps = a1111_timesteps(opts.steps, T)
+        timesteps = a1111_timesteps(opts.steps + more, T)
     timestep, options = None, ({"eta": opts.eta} if spec.eta else {})
     if spec.continuous and len(timesteps):  # UniPC: as many steps on its own grid, fractional UNet timesteps
         t_start = (float(timesteps[-1]) + 1) / T if img2img else None

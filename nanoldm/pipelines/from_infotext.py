@@ -28,6 +28,12 @@ def _int(text: str) -> int:
     return int(float(text)) if "." in text else int(text)
 
 
+def _bool(text: str) -> bool:
+    if text.strip().lower() not in ("true", "false"):
+        raise ValueError(f"expected True or False, got {text!r}")
+    return text.strip().lower() == "true"
+
+
 # infotext key (after WxH values are split into key-1 / key-2) -> (GenerateOptions field, converter)
 FIELDS: dict[str, tuple[str, type]] = {
     "Prompt": ("prompt", str),
@@ -58,6 +64,7 @@ FIELDS: dict[str, tuple[str, type]] = {
     # the schedule keys map onto the fields of the same names once GenerateOptions has them
     "Schedule type": ("scheduler", str),
     "Hires schedule type": ("hr_scheduler", str),
+    "Discard penultimate sigma": ("discard_penultimate_sigma", _bool),
     "Conventions": ("like", str),  # nanoldm's: written when not A1111's (like="diffusers" or "comfyui")
 }
 HIRES_KEYS = ("Hires upscale", "Hires resize-1")  # either one: Hires. fix was on

@@ -22,7 +22,7 @@ from nanoldm.model import LatentDiffusion
 from nanoldm.options import IMG2IMG_STRENGTH, INPAINT_STRENGTH, GenerateOptions, batch_run
 from nanoldm.pipelines.from_infotext import InfotextWarning, infotext_of, read_infotext
 from nanoldm.pipelines.hires import hires_txt2img, validate_hires
-from nanoldm.pipelines.conventions import PIXEL_ROUNDING, eta_params, infotext_names
+from nanoldm.pipelines.conventions import PIXEL_ROUNDING, discard_params, eta_params, infotext_names
 from nanoldm.pipelines.images import fill_masked, fit_image, mask_to_tensor, pil_to_tensor, tensor_to_pil
 from nanoldm.pipelines.img2img import img2img
 from nanoldm.pipelines.infotext import format_infotext, generation_params, hires_params, model_hash, seed_params
@@ -207,7 +207,7 @@ class Pipeline:
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
-                extra={**eta_params(opts), **fields, **ti_hashes, **hires_params(opts),
+                extra={**eta_params(opts), **fields, **ti_hashes, **discard_params(opts), **hires_params(opts),
                        **({"Conventions": opts.like} if opts.like != "a1111" else {})})
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed

@@ -59,11 +59,13 @@ class A1111Sampler:
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
 
-    def sigmas(self, schedule: NoiseSchedule, steps: int, scheduler: str = "Automatic") -> torch.Tensor:
-        """A1111's ``KDiffusionSampler.get_sigmas``. Shapes: -> (steps + 1,) float32, descending to 0."""
+    def sigmas(self, schedule: NoiseSchedule, steps: int, scheduler: str = "Automatic", *,
+               discard: bool = False) -> torch.Tensor:
+        """A1111's ``KDiffusionSampler.get_sigmas``; ``discard``: its "Always discard next-to-last sigma".
+        Shapes: -> (steps + 1,) float32, descending to 0."""
         name = schedule_key(scheduler)
         name = (self.scheduler or "Uniform") if name == "Automatic" else name
-        if self.discard_penultimate:
+        if self.discard_penultimate or discard:
             return without_penultimate(lambda s, n: schedule_sigmas(name, s, n), schedule, steps)
         return schedule_sigmas(name, schedule, steps)
 

@@ -31,6 +31,7 @@ from nanoldm.server.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgReq
 from nanoldm.server.settings import ServerSettings
 
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"  # A1111's option names
+DISCARD_OPTION = "always_discard_next_to_last_sigma"
 MODEL_OPTION = "sd_model_checkpoint"
 ETA_OPTION = "eta_ddim"
 
@@ -56,6 +57,7 @@ class Service:
         self.monitor: SamplingMonitor | None = None  # the running (or last) job's
         self.job_kind = ""
         self.clip_skip, self.eta_ddim = 1, 0.0  # option defaults a request may override
+        self.discard_penultimate = False
         self.embeddings: dict[str, tuple[int, int]] = {}  # token -> (vectors, width)
         self.skipped_embeddings: dict[str, tuple[int, int]] = {}  # token or file name -> (vectors, width)
         self.pipe: Pipeline
@@ -110,6 +112,7 @@ class Service:
     def _options(self, req: GenerationRequest, strength: float) -> GenerateOptions:
         overrides = req.override_settings or {}
         clip_skip = parse_clip_skip(overrides.get(CLIP_SKIP_OPTION, self.clip_skip))
+        discard = parse_bool(DISCARD_OPTION, overrides.get(DISCARD_OPTION, self.discard_penultimate))
         eta = req.eta if req.eta is not None else self.eta_ddim
         for name, size in (("width", req.width), ("height", req.height)):
             if size > self.settings.max_size:
@@ -125,7 +128,7 @@ class Service:
             prompt=req.prompt, negative_prompt=req.negative_prompt or "", sampler=sampler, scheduler=scheduler,
             steps=req.steps, cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height,
             batch_size=req.batch_size, clip_skip=clip_skip, strength=strength, eta=eta if _takes_eta(sampler) else 0.0,
-            subseed=subseed, subseed_strength=req.subseed_strength,
+            subseed=subseed, subseed_strength=req.subseed_strength, discard_penultimate_sigma=discard,
             seed_resize_from_h=max(req.seed_resize_from_h, 0), seed_resize_from_w=max(req.seed_resize_from_w, 0),
             **(_hires_fields(req) if isinstance(req, Txt2ImgRequest) else {}))
         opts.validate(self.pipe.latent_factor)
@@ -158,7 +161,8 @@ class Service:
 
     def options(self) -> dict:
         return {MODEL_OPTION: self.checkpoint.title, "sd_checkpoint_hash": self.checkpoint.hash,
-                CLIP_SKIP_OPTION: self.clip_skip, ETA_OPTION: self.eta_ddim, "samples_format": "png",
+                CLIP_SKIP_OPTION: self.clip_skip, ETA_OPTION: self.eta_ddim, DISCARD_OPTION: self.discard_penultimate,
+                "samples_format": "png",
                 "sd_vae": "Automatic"}
 
     def set_options(self, values: dict) -> Checkpoint | None:
@@ -168,9 +172,16 @@ class Service:
         eta = values.get(ETA_OPTION, self.eta_ddim)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
             raise ValueError(f"{ETA_OPTION} must be a finite number >= 0, got {eta!r}")
+        discard = parse_bool(DISCARD_OPTION, values.get(DISCARD_OPTION, self.discard_penultimate))
         entry = self.catalog.find(str(values[MODEL_OPTION])) if values.get(MODEL_OPTION) is not None else None
-        self.clip_skip, self.eta_ddim = clip_skip, float(eta)
+        self.clip_skip, self.eta_ddim, self.discard_penultimate = clip_skip, float(eta), discard
         return entry
+
+
+def parse_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def parse_clip_skip(value) -> int:

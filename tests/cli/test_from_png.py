@@ -49,6 +49,7 @@ SETTINGS = {
         "--hires", "--hires-upscaler", "Lanczos", "--hires-resize-x", "24", "--hires-sampler", "Euler",
         "--hires-steps", "1", "--hires-prompt", "a blue square, masterpiece"],
     "hires with its own schedule type": ["--hires", "--sampler", "DPM++ 2M", "--hires-scheduler", "Exponential"],
+    "discard penultimate sigma": ["--sampler", "Euler", "--discard-penultimate-sigma"],
     "embedding": ["--embeddings", "EMBEDDINGS", "--sampler", "Euler"],
 }
 

@@ -172,10 +172,10 @@ SAMPLERS = {  # name: (k-diffusion function, options) as samplers_k_diffusion li
 LABELS = {"karras": "Karras", "exponential": "Exponential"}
 
 
-def get_sigmas(model_wrap, name: str, scheduler: str, steps: int) -> torch.Tensor:
-    """``KDiffusionSampler.get_sigmas``."""
+def get_sigmas(model_wrap, name: str, scheduler: str, steps: int, always_discard: bool = False) -> torch.Tensor:
+    """``KDiffusionSampler.get_sigmas``; ``always_discard``: ``opts.always_discard_next_to_last_sigma``."""
     options = SAMPLERS[name][1]
-    discard = options.get("discard_next_to_last_sigma", False)
+    discard = options.get("discard_next_to_last_sigma", False) or always_discard
     steps += 1 if discard else 0
     if scheduler == "Automatic":
         scheduler = LABELS.get(options.get("scheduler"))
@@ -300,13 +300,14 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
 
 
 def a1111_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, steps: int, seeds: list[int],
-                          shape: tuple[int, int, int], cond, uncond, cfg_scale: float) -> torch.Tensor:
+                          shape: tuple[int, int, int], cond, uncond, cfg_scale: float,
+                          always_discard: bool = False) -> torch.Tensor:
     """``KDiffusionSampler.sample`` for txt2img: latents (B, C, h, w) before the VAE."""
     model = _CompVisModel(unet, alphas_cumprod)
     model_wrap = LCMCompVisDenoiser(model) if name == "LCM" else external.CompVisDenoiser(model, quantize=False)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])  # rng.ImageRNG.first()
-    sigmas = get_sigmas(model_wrap, name, scheduler, steps)
+    sigmas = get_sigmas(model_wrap, name, scheduler, steps, always_discard)
     x = x * sigmas[0]
     funcname, options = SAMPLERS[name]
     func = {"restart": restart_sampler, "lcm": sample_lcm}.get(funcname) or getattr(sampling, funcname)

@@ -30,22 +30,38 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def reference_pixels(pipe, sampler: str, scheduler: str, steps: int) -> np.ndarray:
+def reference_pixels(pipe, sampler: str, scheduler: str, steps: int, discard: bool = False) -> np.ndarray:
     parts = pipe.parts()
     opts = GenerateOptions(prompt=PROMPT, negative_prompt=NEGATIVE, cfg_scale=CFG, batch_size=2)
     cond = conditioning(parts, opts)
     latents = a1111_txt2img_latents(
         parts.unet, parts.schedule.alphas_cumprod, sampler, scheduler, steps, [SEED, SEED + 1],
         (parts.latent_channels, SIZE // parts.latent_factor, SIZE // parts.latent_factor), cond.context,
-        cond.uncond_context, CFG)
+        cond.uncond_context, CFG, always_discard=discard)
     with torch.no_grad():
         return a1111_pixels(parts.vae.decode(latents / parts.scale_factor))
 
 
-def our_pixels(pipe, sampler: str, scheduler: str, steps: int) -> np.ndarray:
-    images = pipe.txt2img(PROMPT, NEGATIVE, sampler=sampler, scheduler=scheduler, steps=steps, seed=SEED,
-                          batch_size=2, cfg_scale=CFG, width=SIZE, height=SIZE, progress=False)
-    return np.stack([np.asarray(im) for im in images])
+def our_images(pipe, sampler: str, scheduler: str, steps: int, **options):
+    return pipe.txt2img(PROMPT, NEGATIVE, sampler=sampler, scheduler=scheduler, steps=steps, seed=SEED,
+                        batch_size=2, cfg_scale=CFG, width=SIZE, height=SIZE, progress=False, **options)
+
+
+def our_pixels(pipe, sampler: str, scheduler: str, steps: int, **options) -> np.ndarray:
+    return np.stack([np.asarray(im) for im in our_images(pipe, sampler, scheduler, steps, **options)])
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("Euler", "Automatic"), ("DPM++ 2M", "Automatic"),
+                                                ("DPM++ 2M SDE", "Exponential"), ("DPM2", "Karras")])
+def test_discard_penultimate_sigma_gives_a1111s_image(pipe, sampler, scheduler):
+    """A1111's "Always discard next-to-last sigma": a one-step-longer schedule without its next-to-last level,
+    written in the infotext where it changed something (DPM2 drops that level anyway)."""
+    got = our_images(pipe, sampler, scheduler, 10, discard_penultimate_sigma=True)
+    want = reference_pixels(pipe, sampler, scheduler, 10, discard=True)
+    assert psnr(np.stack([np.asarray(im) for im in got]), want) >= 60
+    assert ("Discard penultimate sigma: True" in got[0].info["parameters"]) == (sampler != "DPM2")
+    if sampler != "DPM2":
+        assert psnr(our_pixels(pipe, sampler, scheduler, 10), want) < 60
 
 
 def _cases():

@@ -92,3 +92,13 @@ def test_unipc_with_fewer_steps_than_its_order_lowers_the_order(pipe):
     noise, _ = seeded_noise(parts, opts, SIZE, SIZE)
     got = sample_latents(parts, opts, noise, conditioning(parts, opts), init_latents=init)
     assert got.shape == init.shape and torch.isfinite(got).all() and not torch.equal(got, init)
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "UniPC"])
+def test_discard_penultimate_sigma_adds_a_timestep_as_a1111s_get_timesteps_does(pipe, sampler):
+    """For these A1111 only counts one step more (``CompVisSampler.get_timesteps``): the image of steps + 1."""
+    options = dict(steps=10, seed=SEED, batch_size=2, cfg_scale=CFG, width=SIZE, height=SIZE, progress=False)
+    with_it = pipe.txt2img(PROMPT, NEGATIVE, sampler=sampler, discard_penultimate_sigma=True, **options)
+    one_more = pipe.txt2img(PROMPT, NEGATIVE, sampler=sampler, **{**options, "steps": 11})
+    assert np.array_equal(_array(with_it), _array(one_more))
+    assert "Discard penultimate sigma: True" in with_it[0].info["parameters"]

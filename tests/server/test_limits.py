@@ -30,6 +30,7 @@ def png_b64(size=(32, 32)) -> str:
     ({"scheduler": "cosine"}, "unknown schedule type 'cosine'; valid names: "),
     ({"override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}, "unknown model '../../etc/passwd'"),
     ({"override_settings": {"CLIP_stop_at_last_layers": 0}}, "CLIP_stop_at_last_layers"),
+    ({"override_settings": {"always_discard_next_to_last_sigma": "yes"}}, "always_discard_next_to_last_sigma"),
     ({"seed": 2**40}, "seed"),
 ])
 def test_txt2img_limits(server, change, words):
@@ -56,6 +57,7 @@ def test_numbers_must_be_finite_and_bodies_json(server, text):
     ("png-info", {"image": "/etc/passwd"}, "image"),
     ("options", {"sd_model_checkpoint": "/etc/passwd"}, "unknown model"),
     ("options", {"eta_ddim": -1}, "eta_ddim"),
+    ("options", {"always_discard_next_to_last_sigma": 1}, "always_discard_next_to_last_sigma must be true or false"),
 ])
 def test_other_bad_inputs(server, route, body, words):
     response = server.post(route, body)

@@ -142,3 +142,20 @@ def test_progress_during_a_job_skip_and_interrupt(api):
     assert done["result"].info["all_seeds"] == [11, 12]  # each batch cut short returns what it has
     after = api.get_progress()["state"]
     assert after["job_count"] == 0 and after["interrupted"] is True  # idle again; A1111 keeps the flag until the next job
+
+
+def test_the_discard_penultimate_sigma_setting_as_a1111s(api, server):
+    """A1111's "always_discard_next_to_last_sigma", per request (override_settings) and as an option."""
+    plain = api.txt2img(**{**SETTINGS, "sampler_name": "Euler"})
+    once = api.txt2img(**{**SETTINGS, "sampler_name": "Euler"},
+                       override_settings={"always_discard_next_to_last_sigma": True})
+    assert "Discard penultimate sigma: True" in once.info["infotexts"][0]
+    assert "Discard penultimate sigma" not in plain.info["infotexts"][0]
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(once.image))
+    assert server.post("options", json={"always_discard_next_to_last_sigma": True}).status_code == 200
+    try:
+        assert server.get("options").json()["always_discard_next_to_last_sigma"] is True
+        always = api.txt2img(**{**SETTINGS, "sampler_name": "Euler"})
+        assert np.array_equal(np.asarray(always.image), np.asarray(once.image))
+    finally:
+        server.post("options", json={"always_discard_next_to_last_sigma": False})
