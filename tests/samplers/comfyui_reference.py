@@ -60,21 +60,15 @@ def comfy_lcm(model, x, sigmas, noise_sampler):
     return x
 
 
-class SigmaConvert:
-    """uni_pc's noise schedule in ComfyUI: the time is sigma, alpha = 1 / sqrt(1 + sigma^2)."""
+class SigmaConvert(unipc_reference.NoiseScheduleVP):
+    """uni_pc's noise schedule in ComfyUI: the time is sigma, alpha = 1 / sqrt(1 + sigma^2) (alpha, std and
+    lambda follow from log alpha as in the VP schedule)."""
+
+    def __init__(self):
+        pass
 
     def marginal_log_mean_coeff(self, sigma):
         return 0.5 * torch.log(1 / ((sigma * sigma) + 1))
-
-    def marginal_alpha(self, t):
-        return torch.exp(self.marginal_log_mean_coeff(t))
-
-    def marginal_std(self, t):
-        return torch.sqrt(1. - torch.exp(2. * self.marginal_log_mean_coeff(t)))
-
-    def marginal_lambda(self, t):
-        log_mean_coeff = self.marginal_log_mean_coeff(t)
-        return log_mean_coeff - 0.5 * torch.log(1. - torch.exp(2. * log_mean_coeff))
 
 
 class _SigmaTimeUniPC(unipc_reference.UniPC):
