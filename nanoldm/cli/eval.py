@@ -31,27 +31,29 @@ from nanoldm.rng import resolve_seed
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="prompt-following accuracy on the shapes world (per attribute and group)")
     p.add_argument("--model", default=None, help="a shapes-world model (default: the built-in one)")
-    p.add_argument("--singles", type=int, default=96, help="one-object prompts")
-    p.add_argument("--pairs", type=int, default=64, help="two-object prompts")
+    p.add_argument("--singles", type=int, default=96, help="one-object prompts (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=64, help="two-object prompts (default: %(default)s)")
     p.add_argument("--partials", type=int, default=96,
-                   help="one-object prompts leaving out the size, the position or both ('a red circle')")
+                   help="one-object prompts leaving out the size, the position or both ('a red circle'; default: "
+                        "%(default)s)")
     p.add_argument("--held-out", default=DEFAULT_HELD_OUT_TEXT,
                    help="combinations the model never saw in training (default: the built-in model's); '' for none")
-    p.add_argument("--held-out-count", type=int, default=48, help="prompts per held-out group")
+    p.add_argument("--held-out-count", type=int, default=48, help="prompts per held-out group (default: %(default)s)")
     p.add_argument("--extra-shapes", default="", help="star and/or heart, if the model was trained with them")
     p.add_argument("--concept", default=None, choices=("star", "heart"),
                    help="also score one-object prompts of this shape, named by --token (default: 'shape')")
     p.add_argument("--token", default=None, help="the learned word for --concept, e.g. '<star>'")
-    p.add_argument("--concept-count", type=int, default=48)
+    p.add_argument("--concept-count", type=int, default=48, help="concept prompts (default: %(default)s)")
     p.add_argument("--concept-sizes", default="",
                    help="only these sizes in the concept prompts, e.g. 'large' (default: every size)")
     p.add_argument("--embeddings", default=None, metavar="PATH",
                    help="textual-inversion embeddings: a folder (A1111's: each file's stem is its token), or one file "
                         "loaded under --token")
     p.add_argument("--hypernetwork", action="append", default=[], metavar="PATH", help="hypernetwork(s) to apply")
-    p.add_argument("--hypernetwork-strength", type=float, default=1.0)
+    p.add_argument("--hypernetwork-strength", type=float, default=1.0, help="default: %(default)s")
     p.add_argument("--lora", action="append", default=[], metavar="PATH", help="LoRA file(s) to apply (kohya / PEFT)")
-    p.add_argument("--lora-weight", type=float, default=1.0, help="their weight (0: the model without them)")
+    p.add_argument("--lora-weight", type=float, default=1.0,
+                   help="their weight (0: the model without them; default: %(default)s)")
     p.add_argument("--style", default=None, choices=tuple(STYLES),
                    help="also report the share of images drawn in this style (e.g. what a hypernetwork learned)")
     p.add_argument("--condition", default=None, metavar="PATH",
