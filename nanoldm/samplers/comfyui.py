@@ -20,6 +20,7 @@ not, it says so below.
     ddpm              sample_ddpm               ComfyUI steps the VP posterior; the same in sigma space
     lcm               sample_lcm                the model's own denoiser: no LCM boundary condition, as ComfyUI
                                                 without its ModelSamplingDiscrete "lcm" node
+    ipndm, ipndm_v    sample_ipndm              fixed / variable-step Adams-Bashforth, up to order 4
     uni_pc(_bh2)      sample_comfyui_unipc      UniPC on the scheduler's sigmas themselves (next-to-last dropped,
                                                 the final 0 replaced by 0.001), order min(3, steps - 1), bh1 / bh2
 
@@ -44,13 +45,14 @@ from nanoldm.samplers.ddpm import sample_ddpm
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.ipndm import sample_ipndm
 from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
 from nanoldm.samplers.schedules import SCHEDULES, without_penultimate
 from nanoldm.samplers.unipc import sample_unipc
 
 NOT_BUILT = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
-             "ipndm", "ipndm_v", "deis", "res_multistep", "gradient_estimation", "er_sde",
+             "deis", "res_multistep", "gradient_estimation", "er_sde",
              "sa_solver")  # ComfyUI names nanoldm does not run yet
 UNIPC_FINAL_SIGMA = 0.001  # where ComfyUI's uni_pc stops in place of 0
 
@@ -99,6 +101,8 @@ COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (
     ComfySampler("ddim", sample_euler),
     ComfySampler("ddpm", sample_ddpm),
     ComfySampler("lcm", sample_lcm),
+    ComfySampler("ipndm", sample_ipndm),
+    ComfySampler("ipndm_v", sample_ipndm, {"variable": True}),
     ComfySampler("uni_pc", sample_comfyui_unipc, discard_penultimate=True),
     ComfySampler("uni_pc_bh2", sample_comfyui_unipc, {"variant": "bh2"}, discard_penultimate=True),
 )}

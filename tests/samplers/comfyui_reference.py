@@ -30,7 +30,85 @@ SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
     "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {"brownian": True}), "ddim": ("sample_euler", {}),
     "ddpm": ("ddpm", {}), "lcm": ("lcm", {}), "uni_pc": ("uni_pc", {"discard": True}),
     "uni_pc_bh2": ("uni_pc", {"discard": True, "variant": "bh2"}),
+    "ipndm": ("ipndm", {}), "ipndm_v": ("ipndm_v", {}),
 }
+
+
+def comfy_ipndm(model, x, sigmas, max_order=4):
+    """``sample_ipndm`` (from zju-pi/diff-sampler): fixed-step Adams-Bashforth on d."""
+    s_in = x.new_ones([x.shape[0]])
+    x_next, buffer_model = x, []
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next, x_cur = sigmas[i], sigmas[i + 1], x_next
+        denoised = model(x_cur, t_cur * s_in)
+        d_cur = (x_cur - denoised) / t_cur
+        order = min(max_order, i + 1)
+        if t_next == 0:
+            x_next = denoised
+        elif order == 1:
+            x_next = x_cur + (t_next - t_cur) * d_cur
+        elif order == 2:
+            x_next = x_cur + (t_next - t_cur) * (3 * d_cur - buffer_model[-1]) / 2
+        elif order == 3:
+            x_next = x_cur + (t_next - t_cur) * (23 * d_cur - 16 * buffer_model[-1] + 5 * buffer_model[-2]) / 12
+        else:
+            x_next = x_cur + (t_next - t_cur) * (55 * d_cur - 59 * buffer_model[-1] + 37 * buffer_model[-2]
+                                                 - 9 * buffer_model[-3]) / 24
+        if len(buffer_model) == max_order - 1:
+            for k in range(max_order - 2):
+                buffer_model[k] = buffer_model[k + 1]
+            buffer_model[-1] = d_cur
+        else:
+            buffer_model.append(d_cur)
+    return x_next
+
+
+def comfy_ipndm_v(model, x, sigmas, max_order=4):
+    """``sample_ipndm_v``: the variable-step coefficients from the spacing of the sigmas."""
+    s_in = x.new_ones([x.shape[0]])
+    x_next, t_steps, buffer_model = x, sigmas, []
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next, x_cur = sigmas[i], sigmas[i + 1], x_next
+        denoised = model(x_cur, t_cur * s_in)
+        d_cur = (x_cur - denoised) / t_cur
+        order = min(max_order, i + 1)
+        h_n = t_next - t_cur
+        if t_next == 0:
+            x_next = denoised
+        elif order == 1:
+            x_next = x_cur + h_n * d_cur
+        elif order == 2:
+            h_n_1 = t_cur - t_steps[i - 1]
+            coeff1, coeff2 = (2 + (h_n / h_n_1)) / 2, -(h_n / h_n_1) / 2
+            x_next = x_cur + h_n * (coeff1 * d_cur + coeff2 * buffer_model[-1])
+        elif order == 3:
+            h_n_1, h_n_2 = t_cur - t_steps[i - 1], t_steps[i - 1] - t_steps[i - 2]
+            temp = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
+            coeff1 = (2 + (h_n / h_n_1)) / 2 + temp
+            coeff2 = -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp
+            coeff3 = temp * h_n_1 / h_n_2
+            x_next = x_cur + h_n * (coeff1 * d_cur + coeff2 * buffer_model[-1] + coeff3 * buffer_model[-2])
+        else:
+            h_n_1, h_n_2 = t_cur - t_steps[i - 1], t_steps[i - 1] - t_steps[i - 2]
+            h_n_3 = t_steps[i - 2] - t_steps[i - 3]
+            temp1 = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
+            temp2 = ((1 - h_n / (3 * (h_n + h_n_1))) / 2 + (1 - h_n / (2 * (h_n + h_n_1))) * h_n
+                     / (6 * (h_n + h_n_1 + h_n_2))) * (h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2)) \
+                / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3))
+            ratio = h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))
+            coeff1 = (2 + (h_n / h_n_1)) / 2 + temp1 + temp2
+            coeff2 = -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + (h_n_1 / h_n_2) + ratio) * temp2
+            coeff3 = temp1 * h_n_1 / h_n_2 + ((h_n_1 / h_n_2) + ratio * (1 + h_n_2 / h_n_3)) * temp2
+            coeff4 = -temp2 * ratio * h_n_1 / h_n_2
+            x_next = x_cur + h_n * (coeff1 * d_cur + coeff2 * buffer_model[-1] + coeff3 * buffer_model[-2]
+                                    + coeff4 * buffer_model[-3])
+        if len(buffer_model) == max_order - 1:
+            for k in range(max_order - 2):
+                buffer_model[k] = buffer_model[k + 1]
+            buffer_model[-1] = d_cur
+        else:
+            buffer_model.append(d_cur)
+    return x_next
 
 
 def comfy_ddpm(model, x, sigmas, noise_sampler):
@@ -206,6 +284,8 @@ def comfyui_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, ste
             return comfy_lcm(model, x, sigmas, kwargs["noise_sampler"])
         if funcname == "uni_pc":
             return comfy_unipc(model, x, sigmas, options.get("variant", "bh1"))
+        if funcname in ("ipndm", "ipndm_v"):
+            return (comfy_ipndm if funcname == "ipndm" else comfy_ipndm_v)(model, x, sigmas)
     func = getattr(sampling, funcname)
     with torch.no_grad():
         if funcname in ("sample_dpm_fast", "sample_dpm_adaptive"):

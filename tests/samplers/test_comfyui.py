@@ -53,7 +53,7 @@ def test_every_scheduler_gives_comfyuis_image(pipe, scheduler):
         assert psnr(got, want) >= 60, (sampler, scheduler, psnr(got, want))
 
 
-@pytest.mark.parametrize("sampler", ["uni_pc", "uni_pc_bh2", "ddpm", "lcm"])
+@pytest.mark.parametrize("sampler", ["uni_pc", "uni_pc_bh2", "ddpm", "lcm", "ipndm", "ipndm_v"])
 def test_comfyuis_own_samplers_give_its_latents(pipe, sampler):
     """Latents before the VAE: uni_pc stops at sigma 0.001, which 8-bit pixels cannot see (ending at 0 instead is
     ~1e-3 away), and ddpm's VP posterior step equals its sigma-space form to float32 rounding."""
@@ -133,3 +133,15 @@ def test_img2img_runs_at_any_denoise_with_every_kind_of_noise(pipe):
             (out,) = pipe.img2img(image, PROMPT, sampler=sampler, steps=4, strength=strength, seed=SEED,
                                   like="comfyui", progress=False)
             assert out.size == image.size and "Conventions: comfyui" in out.info["parameters"]
+
+
+def test_ipndm_v_weights_are_the_fixed_ones_on_an_even_grid_and_differ_elsewhere(pipe):
+    """Up to order 3; ComfyUI's order-4 variable-step weights are not AB4's even on an even grid (kept)."""
+    from nanoldm.samplers.ipndm import FIXED, variable_coefficients
+
+    for order in (1, 2, 3):
+        even = variable_coefficients([torch.tensor(-0.5)] * order)
+        assert torch.allclose(torch.tensor([float(w) for w in even]), torch.tensor(FIXED[order]), atol=1e-6)
+    assert float(variable_coefficients([torch.tensor(-0.5)] * 4)[0]) == pytest.approx(57 / 24)
+    fixed, variable = our_pixels(pipe, "ipndm", "karras", 10), our_pixels(pipe, "ipndm_v", "karras", 10)
+    assert psnr(fixed, variable) < 60  # the 60 dB comparison above tells them apart
