@@ -230,5 +230,6 @@ def used_embedding_hashes(model: LatentDiffusion, *texts: str) -> dict[str, str]
     if not model.embedding_hashes or model.tokenizer is None:
         return {}
     ids = {i for text in texts for i in model.tokenizer.encode(text)}
-    used = {token: short for token, short in model.embedding_hashes.items() if model.tokenizer.token_to_id(token) in ids}
+    used = {token: short for token, short in model.embedding_hashes.items()
+            if model.tokenizer.token_to_id(token) in ids}
     return {"TI hashes": hash_list(used)} if used else {}

@@ -87,7 +87,8 @@ def sample_condition(pipe: Pipeline, condition: torch.nn.Module, text: str, opti
     ``options``, ``CONDITION_DEFAULTS`` first)."""
     opts = as_options(options, **{**({} if options is not None else CONDITION_DEFAULTS), **fields})
     parts = pipe.parts()
-    opts = dataclasses.replace(opts, prompt=text, seed=resolve_seed(opts.seed), cfg_scale=parts.guidance(opts.cfg_scale))
+    opts = dataclasses.replace(opts, prompt=text, seed=resolve_seed(opts.seed),
+                               cfg_scale=parts.guidance(opts.cfg_scale))
     condition = condition.to(parts.device).eval()
     context, uncond = condition_contexts(condition, text, opts.batch_size)
     seeds = [opts.seed + i for i in range(opts.batch_size)]

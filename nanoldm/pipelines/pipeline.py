@@ -200,15 +200,16 @@ class Pipeline:
         out = tensor_to_pil(images, PIXEL_ROUNDING[opts.like])
         sampler, schedule_type = infotext_names(opts)
         _, subseeds = batch_seeds(opts.seed, len(seeds), opts.subseed, opts.subseed_strength)
-        ti_hashes = used_embedding_hashes(self.model, opts.prompt, opts.negative_prompt)
+        extra = {**eta_params(opts), **fields, **used_embedding_hashes(self.model, opts.prompt, opts.negative_prompt),
+                 **discard_params(opts), **hires_params(opts),
+                 **({"Conventions": opts.like} if opts.like != "a1111" else {})}  # the same for every image
         for i, (im, seed) in enumerate(zip(out, seeds)):
             params = generation_params(
                 steps=opts.steps, sampler=sampler, schedule_type=schedule_type, cfg_scale=opts.cfg_scale, seed=seed,
                 width=opts.width, height=opts.height, model_hash=self._model_hash(),
                 model=self.model_path.stem if self.model_path else None, denoising_strength=strength,
                 clip_skip=opts.clip_skip, seed_extras=seed_params(opts, subseeds[i] if subseeds else None),
-                extra={**eta_params(opts), **fields, **ti_hashes, **discard_params(opts), **hires_params(opts),
-                       **({"Conventions": opts.like} if opts.like != "a1111" else {})})
+                extra=extra)
             im.info["parameters"] = format_infotext(opts.prompt, opts.negative_prompt, params)
             im.info["seed"] = seed
         return out

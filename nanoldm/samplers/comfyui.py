@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from nanoldm.diffusion.schedule import NoiseSchedule
+from nanoldm.samplers.ddpm import sample_ddpm
 from nanoldm.samplers.dpm2 import sample_dpm_2, sample_dpm_2_ancestral
 from nanoldm.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
-from nanoldm.samplers.ddpm import sample_ddpm
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
 from nanoldm.samplers.heun import sample_heun

@@ -58,7 +58,7 @@ def sample_ipndm(denoiser, x, sigmas, *, cond, noise=None, callback=None, max_or
                 weights = variable_coefficients(steps)
             else:
                 weights = FIXED[order]
-            history = [d, *reversed(slopes[len(slopes) - (order - 1):])] if order > 1 else [d]
+            history = [d, *reversed(slopes)]  # newest first; slopes holds exactly order - 1 of them
             x = x + (sigma_next - sigma) * sum(w * s for w, s in zip(weights, history))
         slopes = [*slopes, d][-(max_order - 1):] if max_order > 1 else []
         if callback is not None:

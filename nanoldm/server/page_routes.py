@@ -17,5 +17,6 @@ def defaults(request: Request) -> dict:
     size, opts = service.pipe.model.config.image_size, GenerateOptions()
     return {"width": size, "height": size, "size_step": service.pipe.latent_factor,
             "max_size": service.settings.max_size, "sampler_name": get_sampler(opts.sampler).name,
-            "steps": opts.steps, "cfg_scale": service.pipe.model.config.default_cfg_scale, "batch_size": opts.batch_size,
+            "steps": opts.steps, "cfg_scale": service.pipe.model.config.default_cfg_scale,
+            "batch_size": opts.batch_size,
             "denoising_strength": opts.strength, "model": service.checkpoint.title}

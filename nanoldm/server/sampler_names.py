@@ -2,8 +2,8 @@
 
 Since A1111 1.9 a request names a sampler ("DPM++ 2M") and a schedule type ("karras") apart; the older combined
 names ("DPM++ 2M Karras") still work. Both are ``GenerateOptions`` fields (``sampler``, ``scheduler``), checked by
-``options.check_sampler``; A1111's k-diffusion list comes first, then its own DDIM, PLMS and UniPC, then the samplers only
-the registry has (DDPM).
+``options.check_sampler``; A1111's k-diffusion list comes first, then its own DDIM, PLMS and UniPC, then the
+samplers only the registry has (DDPM).
 """
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ from nanoldm.text.prompt import BREAK, parse_prompt_attention
 from nanoldm.text.prompt_comfyui import comfyui_chunks
 from nanoldm.text.tokenizer import CLIPTokenizer
 
-__all__ = ["PromptChunk", "chunk_prompt", "chunk_prompt_comfyui", "empty_chunk", "pad_chunks", "encode_chunks", "encode_prompts",
-           "encode_prompt", "encode_prompt_pair", "CHUNK_TOKENS", "COMMA_BACKTRACK"]
+__all__ = ["PromptChunk", "chunk_prompt", "chunk_prompt_comfyui", "empty_chunk", "pad_chunks", "encode_chunks",
+           "encode_prompts", "encode_prompt", "encode_prompt_pair", "CHUNK_TOKENS", "COMMA_BACKTRACK"]
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk; with BOS and EOS a chunk fills the encoder's 77 positions
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"; 0 turns it off

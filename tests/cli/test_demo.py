@@ -8,7 +8,8 @@ from nanoldm.cli.demo import PROMPTS, SEEDS_PER_PROMPT, ZOOM
 
 
 def test_demo_generates_a_judged_grid_with_infotext(tmp_path, capsys):
-    """At the default settings (20 steps, the model's CFG 4, seed 0) the built-in model gets 32 of 32 right; a floor of 28
+    """At the default settings (20 steps, the model's CFG 4, seed 0) the built-in model gets 32 of 32 right; a floor
+    of 28
     leaves room for another CPU's float rounding, not for a sampling regression (8 steps already fall to 12)."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

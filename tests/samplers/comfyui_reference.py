@@ -34,6 +34,16 @@ SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
 }
 
 
+def _keep_last(buffer_model, d_cur, max_order):
+    """The samplers' history update: the last ``max_order - 1`` slopes, shifted in place."""
+    if len(buffer_model) == max_order - 1:
+        for k in range(max_order - 2):
+            buffer_model[k] = buffer_model[k + 1]
+        buffer_model[-1] = d_cur
+    else:
+        buffer_model.append(d_cur)
+
+
 def comfy_ipndm(model, x, sigmas, max_order=4):
     """``sample_ipndm`` (from zju-pi/diff-sampler): fixed-step Adams-Bashforth on d."""
     s_in = x.new_ones([x.shape[0]])
@@ -54,12 +64,7 @@ def comfy_ipndm(model, x, sigmas, max_order=4):
         else:
             x_next = x_cur + (t_next - t_cur) * (55 * d_cur - 59 * buffer_model[-1] + 37 * buffer_model[-2]
                                                  - 9 * buffer_model[-3]) / 24
-        if len(buffer_model) == max_order - 1:
-            for k in range(max_order - 2):
-                buffer_model[k] = buffer_model[k + 1]
-            buffer_model[-1] = d_cur
-        else:
-            buffer_model.append(d_cur)
+        _keep_last(buffer_model, d_cur, max_order)
     return x_next
 
 
@@ -102,12 +107,7 @@ def comfy_ipndm_v(model, x, sigmas, max_order=4):
             coeff4 = -temp2 * ratio * h_n_1 / h_n_2
             x_next = x_cur + h_n * (coeff1 * d_cur + coeff2 * buffer_model[-1] + coeff3 * buffer_model[-2]
                                     + coeff4 * buffer_model[-3])
-        if len(buffer_model) == max_order - 1:
-            for k in range(max_order - 2):
-                buffer_model[k] = buffer_model[k + 1]
-            buffer_model[-1] = d_cur
-        else:
-            buffer_model.append(d_cur)
+        _keep_last(buffer_model, d_cur, max_order)
     return x_next
 
 
@@ -123,7 +123,8 @@ def comfy_ddpm(model, x, sigmas, noise_sampler):
         alpha = alpha_cumprod / alpha_cumprod_prev
         x = (1.0 / alpha).sqrt() * (x - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
         if sigma_prev > 0:
-            x += ((1 - alpha) * (1. - alpha_cumprod_prev) / (1. - alpha_cumprod)).sqrt() * noise_sampler(sigma, sigma_prev)
+            x += ((1 - alpha) * (1. - alpha_cumprod_prev) / (1. - alpha_cumprod)).sqrt() \
+                * noise_sampler(sigma, sigma_prev)
             x *= torch.sqrt(1.0 + sigma_prev ** 2.0)
     return x
 
