@@ -8,6 +8,8 @@
     \\( \\)          literal brackets; every other backslash stays                    A1111 also \\[ \\] \\\\
     ( left open    plain text from there on, bracket included                      A1111: x 1.1 to the end
     BREAK          a word like any other                                           A1111: a new chunk
+    embedding:name a textual-inversion embedding, its own token group              A1111: the bare name
+    name           plain text, even when an embedding has that name                A1111: the embedding
 
 Chunking: every weighted piece is one group of tokens. A group that does not fit in the 75 tokens left moves
 whole to the next chunk when it is shorter than 8 tokens; a longer one is split where the chunk is full
@@ -15,10 +17,16 @@ whole to the next chunk when it is shorter than 8 tokens; a longer one is split 
 """
 from __future__ import annotations
 
+import re
+import warnings
+
 from nanoldm.text.tokenizer import CLIPTokenizer
 
 ROUND_MULTIPLIER = 1.1
 MAX_WORD_LENGTH = 8  # ComfyUI's max_word_length: shorter groups are kept in one chunk
+EMBEDDING = "embedding:"  # ComfyUI's embedding_identifier
+EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")
+_EMBEDDING_SPLIT = re.compile(" embedding:|\nembedding:")
 _ESCAPES = (("\\)", "\0\1"), ("\\(", "\0\2"))  # ComfyUI's escape_important: hidden from the bracket parser
 
 
@@ -81,9 +89,51 @@ def _top_level_groups(text: str) -> list[str]:
 
 
 def comfyui_token_groups(tokenizer: CLIPTokenizer, prompt: str) -> list[list[tuple[int, float]]]:
-    """Each weighted piece's (token id, weight) list; pieces without tokens are left out."""
-    groups = [[(t, w) for t in tokenizer.encode(piece)] for piece, w in parse_comfyui_weights(prompt)]
+    """Each weighted piece's (token id, weight) list, an ``embedding:name`` its own group; empty ones left out."""
+    groups = []
+    for piece, weight in parse_comfyui_weights(prompt):
+        for words in _embedding_words(tokenizer, piece):
+            groups.append([(t, weight) for t in words])
     return [g for g in groups if g]
+
+
+def _embedding_words(tokenizer: CLIPTokenizer, piece: str) -> list[list[int]]:
+    """``tokenize_with_weights``' split of a piece at " embedding:" (or a newline before it): the text before,
+    then per embedding its vectors' ids and the text after its name (a trailing comma is not part of the name).
+    A name no embedding has is dropped with a warning, as ComfyUI drops it. Other text is plain: an embedding's
+    bare name is an ordinary word here."""
+    parts = _EMBEDDING_SPLIT.split(piece)
+    out = []
+    for i, word in enumerate(parts):
+        if i or word.startswith(EMBEDDING):
+            text = word[len(EMBEDDING):] if not i else word
+            ids, word = _embedding(tokenizer, text.strip("\n"))
+            out.append(ids)
+        if word:
+            out.append(tokenizer.encode(word, added=False))
+    return out
+
+
+def _embedding(tokenizer: CLIPTokenizer, text: str) -> tuple[list[int], str]:
+    """(the named embedding's token ids, or [] with a warning; the text left after the name)."""
+    words = text.split()
+    name, rest = (words[0], " ".join(words[1:])) if words else ("", "")
+    ids = _embedding_ids(tokenizer, name)
+    if not ids and name.strip(",") != name:
+        stripped = name.strip(",")
+        ids, rest = _embedding_ids(tokenizer, stripped), f"{name[len(stripped):]} {rest}"
+    if not ids:
+        warnings.warn(f"embedding:{text} does not exist, ignoring (loaded embeddings: "
+                      f"{', '.join(tokenizer.added_tokens) or 'none'})", stacklevel=4)
+    return ids, rest
+
+
+def _embedding_ids(tokenizer: CLIPTokenizer, name: str) -> list[int]:
+    """An embedding's ids by its file name, with or without ComfyUI's extensions."""
+    for candidate in [name] + [name[:-len(ext)] for ext in EMBEDDING_EXTENSIONS if name.endswith(ext)]:
+        if tokens := tokenizer.vector_tokens(candidate):
+            return [tokenizer.token_to_id(t) for t in tokens]
+    return []
 
 
 def comfyui_chunks(tokenizer: CLIPTokenizer, prompt: str, chunk_tokens: int) -> list[tuple[list[int], list[float]]]:

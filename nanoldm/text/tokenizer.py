@@ -216,12 +216,14 @@ class CLIPTokenizer:
 
     # ---- encoding ----
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of one prompt, without BOS/EOS."""
+    def encode(self, text: str, *, added: bool = True) -> list[int]:
+        """Token ids of one prompt, without BOS/EOS. ``added=False``: added tokens are not looked for, their
+        words are plain text (ComfyUI calls embeddings only as ``embedding:name``)."""
         if not isinstance(text, str):
             raise TokenizerError(f"prompt must be a str, got {type(text).__name__}")
         ids: list[int] = []
-        pieces = self._splitter.split(clean_text(text))  # text, token, text, token, ..., text
+        text = clean_text(text)
+        pieces = self._splitter.split(text) if added else [text]  # text, token, text, token, ..., text
         for i, piece in enumerate(pieces):
             if i % 2:
                 ids.extend(self._splits[piece])

@@ -62,3 +62,52 @@ def test_comfyui_conventions_encode_with_its_parser(tokenizer):
     expected = z.clone()
     expected[0, 1] = (z[0, 1] - z_empty[0, 1]) * 1.5 + z_empty[0, 1]
     assert torch.allclose(cond, expected, atol=1e-6)
+
+
+EMBEDDING_PROMPTS = [
+    "a photo of embedding:easyneg", "embedding:easyneg, in a field",
+    "a (embedding:easyneg:1.3) and embedding:badhandv4.pt here", "embedding:easyneg.safetensors", "a easyneg",
+    "x\nembedding:badhandv4", "a embedding:unknown thing", "glued embedding:easyneg", "noembedding:easyneg",
+    "(a embedding:easyneg,, b:0.8)", "embedding:,easyneg, c",
+]
+
+
+@pytest.fixture(scope="module")
+def with_embeddings():
+    from nanoldm.text.tokenizer import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.default()
+    tokenizer.add_tokens(["easyneg", "easyneg_1", "badhandv4"])  # "easyneg" has two vectors
+    vectors = {"easyneg": [tokenizer.token_to_id("easyneg"), tokenizer.token_to_id("easyneg_1")],
+               "badhandv4": [tokenizer.token_to_id("badhandv4")]}
+    # nanoldm keeps no file extension: a name with any of ComfyUI's finds the embedding of that name
+    files = {name + ext: ids for name, ids in vectors.items() for ext in ("", ".safetensors", ".pt", ".bin")}
+    return tokenizer, files
+
+
+@pytest.mark.parametrize("prompt", EMBEDDING_PROMPTS)
+def test_embedding_syntax_is_comfyuis(with_embeddings, prompt):
+    """``embedding:name`` (by file name, extension optional, a trailing comma not part of it) is the embedding's
+    vectors as one group; anything else, a bare embedding name included, is plain BPE text."""
+    import warnings
+
+    tokenizer, files = with_embeddings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = [list(zip(c.ids, c.weights)) for c in chunk_prompt_comfyui(tokenizer, prompt)]
+    want = ref.tokenize_with_weights(lambda text: tokenizer.encode(text, added=False), prompt, tokenizer.bos_id,
+                                     tokenizer.eos_id, embeddings=files)
+    assert got == want
+
+
+def test_embedding_syntax_finds_the_vectors_and_warns_for_unknown_names(with_embeddings):
+    tokenizer, _ = with_embeddings
+    easyneg = [tokenizer.token_to_id("easyneg"), tokenizer.token_to_id("easyneg_1")]
+    ids = chunk_prompt_comfyui(tokenizer, "a photo of embedding:easyneg, in a field")[0].ids
+    assert ids[4:6] == easyneg and ids[6] == tokenizer.encode(",")[0]
+    assert easyneg[0] not in chunk_prompt_comfyui(tokenizer, "a easyneg")[0].ids  # the bare name is a word
+    assert easyneg[0] in chunk_prompt(tokenizer, "a easyneg")[0].ids  # (A1111's syntax: the embedding)
+    loaded = "easyneg, easyneg_1, badhandv4"
+    with pytest.warns(UserWarning, match=f"embedding:nothing here does not exist, ignoring .*{loaded}"):
+        ids = chunk_prompt_comfyui(tokenizer, "a embedding:nothing here")[0].ids
+    assert ids[:4] == [tokenizer.bos_id, *tokenizer.encode("a here"), tokenizer.eos_id]
