@@ -57,6 +57,25 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """Shapes: x (B, C, h, w), sigma float, 0-d or (B,) -> denoised (B, C, h, w)."""
+        x_in, t, s = self._inputs(x, sigma, cond)
+        out = self._guided_output(x_in, t, cond)[0] if cond.guided else self.unet(
+            x_in, t, cond.context, class_labels=cond.class_labels)
+        return self._denoised(x, s, out)
+
+    def with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                    cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """(denoised, uncond_denoised): the guided estimate and the negative prompt's own, which the CFG++
+        samplers step along (Chung et al. 2024). The negative prompt runs even at scale 1, as ComfyUI runs it for
+        them; without one, both are the same. Shapes: as ``__call__``, twice."""
+        if cond.uncond_context is None:
+            denoised = self(x, sigma, cond)
+            return denoised, denoised
+        x_in, t, s = self._inputs(x, sigma, cond)
+        out, uncond = self._guided_output(x_in, t, cond)
+        return self._denoised(x, s, out), self._denoised(x, s, uncond)
+
+    def _inputs(self, x: torch.Tensor, sigma, cond: Conditioning):
+        """The UNet's input, its timesteps and sigma as a column. Shapes: -> (B, C_in, h, w), (B,), (B, 1, 1, 1)."""
         B = x.shape[0]
         # 1. one noise level per image, and the UNet's timestep for it
         sigma = torch.as_tensor(sigma).detach().cpu().double().reshape(-1).expand(B)  # (B,)
@@ -67,19 +86,20 @@ class Denoiser:
         x_in = x / (s**2 + 1).sqrt()
         if cond.concat is not None:
             x_in = torch.cat([x_in, cond.concat.to(x_in.dtype)], dim=1)  # (B, C + C_extra, h, w)
-        # 3. the model output, guided when asked
-        out = self._guided_output(x_in, t, cond) if cond.guided else self.unet(
-            x_in, t, cond.context, class_labels=cond.class_labels)
-        # 4. output -> denoised
+        return x_in, t, s
+
+    def _denoised(self, x: torch.Tensor, s: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The model output -> denoised. Shapes: x, out (B, C, h, w), s (B, 1, 1, 1)."""
         if self.prediction_type is PredictionType.EPSILON:
             return x - s * out
         c_skip, c_out = 1 / (s**2 + 1), -s / (s**2 + 1).sqrt()
         return c_skip * x + c_out * out
 
-    def _guided_output(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """uncond + cfg_scale * (cond - uncond), from ONE UNet call on the batch [uncond; cond].
+    def _guided_output(self, x_in: torch.Tensor, t: torch.Tensor,
+                       cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uncond + cfg_scale * (cond - uncond), uncond), from ONE UNet call on the batch [uncond; cond].
 
-        Shapes: x_in (B, C_in, h, w), t (B,) -> (B, C, h, w).
+        Shapes: x_in (B, C_in, h, w), t (B,) -> (B, C, h, w) twice.
         """
         if cond.uncond_context.shape != cond.context.shape:
             raise ValueError(
@@ -90,4 +110,4 @@ class Denoiser:
         out = self.unet(torch.cat([x_in] * 2), torch.cat([t] * 2), torch.cat([cond.uncond_context, cond.context]),
                         class_labels=None if labels is None else torch.cat([labels] * 2))  # (2B, C, h, w)
         uncond, conditioned = out.chunk(2)
-        return uncond + cond.cfg_scale * (conditioned - uncond)
+        return uncond + cond.cfg_scale * (conditioned - uncond), uncond

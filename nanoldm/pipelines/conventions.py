@@ -3,11 +3,11 @@ and the steps become noise levels, how the starting noise is scaled, which times
 of the schedule img2img re-runs, and how images become 8-bit pixels.
 
     like        names                      timesteps          starting noise            img2img                 8-bit
-    a1111       A1111 1.10's (a1111.py);   fractional (no     noise * sigmas[0]         setup_img2img_steps:    truncate
+    a1111       A1111 1.10's (a1111.py);   fractional (no     noise * sigmas[0]         setup_img2img_steps:    trunc
                 the rest as diffusers      quantization)                                sigmas[steps - t_enc - 1:]
     diffusers   the registry's (today's    per sampler        noise * init_noise_sigma  get_timesteps:          round
                 conventions)               (SamplerSpec)                                sigmas[steps - k:]
-    comfyui     ComfyUI's KSampler names   integer (nearest   one batch draw * sqrt(1 +  set_steps: the last     truncate
+    comfyui     ComfyUI's KSampler names   integer (nearest   one batch draw * sqrt(1 +  set_steps: the last     trunc
                 (samplers/comfyui.py)      in log sigma)      sigma^2) from sigma_max    steps of steps/denoise
 
 A1111 runs its k-diffusion samplers as ``KDiffusionSampler.sample`` / ``sample_img2img`` do
@@ -35,7 +35,7 @@ from nanoldm.samplers import get_sampler
 from nanoldm.samplers.a1111 import A1111Sampler, find_a1111_sampler
 from nanoldm.samplers.a1111_timesteps import TimestepSampler, a1111_timesteps, find_timestep_sampler, timestep_sigmas
 from nanoldm.samplers.brownian import BrownianNoise
-from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui
+from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui, sampler_options
 from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
 from nanoldm.samplers.unipc import unipc_times, vp_discrete_sigmas, vp_discrete_timestep
@@ -202,7 +202,7 @@ def _comfyui_plan(schedule: NoiseSchedule, opts: GenerateOptions, noise, img2img
     first = float(sigmas[0])
     start = ((1 + sigmas[0] ** 2).sqrt() if math.isclose(sigma_max, first, rel_tol=1e-5) or first > sigma_max
              else sigmas[0])
-    options = dict(spec.options)
+    options = sampler_options(spec, schedule)
     if spec.brownian and len(sigmas) > 1:
         options["noise_sampler"] = BrownianNoise(noise.batch_shape, sigmas[sigmas > 0].min(), sigmas.max(),
                                                  noise.seeds, device=noise.device, dtype=noise.dtype)

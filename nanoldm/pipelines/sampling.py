@@ -37,9 +37,16 @@ class KnownRegion:
     noise: torch.Tensor
 
     def __call__(self, x: torch.Tensor, sigma, cond: Conditioning) -> torch.Tensor:
+        return self.with_uncond(x, sigma, cond, uncond=False)[0]
+
+    def with_uncond(self, x: torch.Tensor, sigma, cond: Conditioning, *, uncond: bool = True):
+        """(denoised, uncond_denoised) as ``Denoiser.with_uncond``; only the guided estimate is re-imposed
+        outside the mask (ComfyUI's ``KSamplerX0Inpaint`` blends the output, not what CFG++ reads)."""
         keep = 1.0 - self.mask
         x = self.mask * x + keep * (self.latents + self.noise * _column(sigma, x))
-        return self.mask * self.denoiser(x, sigma, cond) + keep * self.latents
+        denoised, uncond_denoised = (self.denoiser.with_uncond(x, sigma, cond) if uncond
+                                     else (self.denoiser(x, sigma, cond), None))
+        return self.mask * denoised + keep * self.latents, uncond_denoised
 
 
 def _column(sigma, x: torch.Tensor) -> torch.Tensor:

@@ -3,26 +3,39 @@
 schedules. Where ComfyUI's arithmetic is k-diffusion's, the function is shared with the A1111 list; where it is
 not, it says so below.
 
-    ComfyUI           function                  notes
-    euler, ddim       sample_euler              ComfyUI's "ddim" is Euler
-    euler_ancestral   sample_euler_ancestral    eta 1
-    heun              sample_heun
-    dpm_2             sample_dpm_2              the next-to-last sigma dropped (DISCARD_PENULTIMATE_SIGMA_SAMPLERS)
-    dpm_2_ancestral   sample_dpm_2_ancestral    the same, eta 1
-    lms               sample_lms                the last step returns the prediction (k-diffusion extrapolates)
-    dpm_fast          sample_dpm_fast           between the schedule's own ends, eta 0
-    dpm_adaptive      sample_dpm_adaptive       the same
-    dpmpp_2s_ancestral  sample_dpmpp_2s_ancestral
-    dpmpp_sde         sample_dpmpp_sde          Brownian tree; ComfyUI's half-logSNR form equals it to rounding
-    dpmpp_2m          sample_dpmpp_2m
-    dpmpp_2m_sde(_heun)  sample_dpmpp_2m_sde    Brownian tree; midpoint (heun) solver
-    dpmpp_3m_sde      sample_dpmpp_3m_sde       Brownian tree
-    ddpm              sample_ddpm               ComfyUI steps the VP posterior; the same in sigma space
-    lcm               sample_lcm                the model's own denoiser: no LCM boundary condition, as ComfyUI
-                                                without its ModelSamplingDiscrete "lcm" node
-    ipndm, ipndm_v    sample_ipndm              fixed / variable-step Adams-Bashforth, up to order 4
-    uni_pc(_bh2)      sample_comfyui_unipc      UniPC on the scheduler's sigmas themselves (next-to-last dropped,
-                                                the final 0 replaced by 0.001), order min(3, steps - 1), bh1 / bh2
+    ComfyUI                function                    notes
+    euler, ddim            sample_euler                ComfyUI's "ddim" is Euler
+    euler_ancestral        sample_euler_ancestral      eta 1
+    heun                   sample_heun
+    heunpp2                sample_heunpp2              up to 3 calls per step, slopes weighed by sigma / sigma_0
+    dpm_2                  sample_dpm_2                the next-to-last sigma dropped (DISCARD_PENULTIMATE_...)
+    dpm_2_ancestral        sample_dpm_2_ancestral      the same, eta 1
+    lms                    sample_lms                  the last step returns the prediction (k-diffusion
+                                                       extrapolates)
+    dpm_fast, dpm_adaptive sample_dpm_fast / _adaptive between the schedule's own ends, eta 0
+    dpmpp_2s_ancestral     sample_dpmpp_2s_ancestral
+    dpmpp_sde(_gpu)        sample_dpmpp_sde            Brownian tree; ComfyUI's half-logSNR form equals it to
+                                                       rounding; "_gpu" builds the tree on the device (the same
+                                                       on a CPU)
+    dpmpp_2m               sample_dpmpp_2m
+    dpmpp_2m_sde(_heun)(_gpu)  sample_dpmpp_2m_sde     Brownian tree; midpoint (heun) solver
+    dpmpp_3m_sde(_gpu)     sample_dpmpp_3m_sde         Brownian tree
+    ddpm                   sample_ddpm                 ComfyUI steps the VP posterior; the same in sigma space
+    lcm                    sample_lcm                  the model's own denoiser: no LCM boundary condition, as
+                                                       ComfyUI without its ModelSamplingDiscrete "lcm" node
+    ipndm, ipndm_v         sample_ipndm                fixed / variable-step Adams-Bashforth, up to order 4
+    deis                   sample_deis                 Adams-Bashforth weights from DEIS's quadrature, order 3
+    res_multistep          sample_res_multistep        eta 0; _ancestral: eta 1
+    gradient_estimation    sample_gradient_estimation  gamma 2
+    er_sde                 sample_er_sde               ER-SDE-Solver-3, ComfyUI's noise scale
+    seeds_2, seeds_3       sample_seeds_2 / _3         eta 1, r = 1/2 (phi_1); r = 1/3, 2/3
+    exp_heun_2_x0(_sde)    sample_seeds_2              r = 1, phi_2 weights; eta 0 (1)
+    sa_solver(_pece)       sample_sa_solver            tau 1 between the 20% and 80% levels of the schedule
+    *_cfg_pp               samplers/cfg_pp.py, ...     CFG++: euler, euler_ancestral, dpmpp_2s_ancestral,
+                                                       dpmpp_2m, res_multistep(_ancestral), gradient_estimation
+    uni_pc(_bh2)           sample_comfyui_unipc        UniPC on the scheduler's sigmas themselves (next-to-last
+                                                       dropped, the final 0 replaced by 0.001), order
+                                                       min(3, steps - 1), bh1 / bh2
 
 Schedulers: normal, simple, sgm_uniform, karras, exponential and ddim_uniform are the schedules A1111 took from
 ComfyUI (``schedules.py``); beta (sigma-table indices ``rint(ppf * 999)``, repeats dropped), kl_optimal (ending at
@@ -44,16 +57,19 @@ from nanoldm.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from nanoldm.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2s_ancestral
 from nanoldm.samplers.dpmpp_sde import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from nanoldm.samplers.euler import sample_euler, sample_euler_ancestral
-from nanoldm.samplers.heun import sample_heun
+from nanoldm.samplers.cfg_pp import (sample_dpmpp_2m_cfg_pp, sample_dpmpp_2s_ancestral_cfg_pp,
+                                     sample_euler_ancestral_cfg_pp, sample_euler_cfg_pp)
+from nanoldm.samplers.deis import sample_deis
+from nanoldm.samplers.heun import sample_heun, sample_heunpp2
 from nanoldm.samplers.ipndm import sample_ipndm
 from nanoldm.samplers.lcm import sample_lcm
 from nanoldm.samplers.lms import sample_lms
+from nanoldm.samplers.res_multistep import sample_gradient_estimation, sample_res_multistep
+from nanoldm.samplers.sa_solver import sample_sa_solver
 from nanoldm.samplers.schedules import SCHEDULES, without_penultimate
+from nanoldm.samplers.seeds import sample_er_sde, sample_seeds_2, sample_seeds_3
 from nanoldm.samplers.unipc import sample_unipc
 
-NOT_BUILT = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
-             "deis", "res_multistep", "gradient_estimation", "er_sde",
-             "sa_solver")  # ComfyUI names nanoldm does not run yet
 UNIPC_FINAL_SIGMA = 0.001  # where ComfyUI's uni_pc stops in place of 0
 
 
@@ -81,28 +97,52 @@ class ComfySampler:
     options: dict = field(default_factory=dict)
     discard_penultimate: bool = False
     brownian: bool = False
+    tau_interval: bool = False  # SA-Solver: tau 1 between the schedule's 20% and 80% noise levels
 
 
-COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (
+COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (  # KSAMPLER_NAMES + SAMPLER_NAMES, in order
     ComfySampler("euler", sample_euler),
+    ComfySampler("euler_cfg_pp", sample_euler_cfg_pp),
     ComfySampler("euler_ancestral", sample_euler_ancestral),
+    ComfySampler("euler_ancestral_cfg_pp", sample_euler_ancestral_cfg_pp),
     ComfySampler("heun", sample_heun),
+    ComfySampler("heunpp2", sample_heunpp2),
+    ComfySampler("exp_heun_2_x0", sample_seeds_2, {"eta": 0.0, "r": 1.0, "solver": "phi_2"}),
+    ComfySampler("exp_heun_2_x0_sde", sample_seeds_2, {"r": 1.0, "solver": "phi_2"}),
     ComfySampler("dpm_2", sample_dpm_2, discard_penultimate=True),
     ComfySampler("dpm_2_ancestral", sample_dpm_2_ancestral, discard_penultimate=True),
     ComfySampler("lms", sample_lms, {"last_denoised": True}),
     ComfySampler("dpm_fast", sample_dpm_fast),
     ComfySampler("dpm_adaptive", sample_dpm_adaptive),
     ComfySampler("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral),
+    ComfySampler("dpmpp_2s_ancestral_cfg_pp", sample_dpmpp_2s_ancestral_cfg_pp),
     ComfySampler("dpmpp_sde", sample_dpmpp_sde, brownian=True),
+    ComfySampler("dpmpp_sde_gpu", sample_dpmpp_sde, brownian=True),
     ComfySampler("dpmpp_2m", sample_dpmpp_2m),
+    ComfySampler("dpmpp_2m_cfg_pp", sample_dpmpp_2m_cfg_pp),
     ComfySampler("dpmpp_2m_sde", sample_dpmpp_2m_sde, brownian=True),
+    ComfySampler("dpmpp_2m_sde_gpu", sample_dpmpp_2m_sde, brownian=True),
     ComfySampler("dpmpp_2m_sde_heun", sample_dpmpp_2m_sde, {"solver_type": "heun"}, brownian=True),
+    ComfySampler("dpmpp_2m_sde_heun_gpu", sample_dpmpp_2m_sde, {"solver_type": "heun"}, brownian=True),
     ComfySampler("dpmpp_3m_sde", sample_dpmpp_3m_sde, brownian=True),
-    ComfySampler("ddim", sample_euler),
+    ComfySampler("dpmpp_3m_sde_gpu", sample_dpmpp_3m_sde, brownian=True),
     ComfySampler("ddpm", sample_ddpm),
     ComfySampler("lcm", sample_lcm),
     ComfySampler("ipndm", sample_ipndm),
     ComfySampler("ipndm_v", sample_ipndm, {"variable": True}),
+    ComfySampler("deis", sample_deis),
+    ComfySampler("res_multistep", sample_res_multistep),
+    ComfySampler("res_multistep_cfg_pp", sample_res_multistep, {"cfg_pp": True}),
+    ComfySampler("res_multistep_ancestral", sample_res_multistep, {"eta": 1.0}),
+    ComfySampler("res_multistep_ancestral_cfg_pp", sample_res_multistep, {"eta": 1.0, "cfg_pp": True}),
+    ComfySampler("gradient_estimation", sample_gradient_estimation),
+    ComfySampler("gradient_estimation_cfg_pp", sample_gradient_estimation, {"cfg_pp": True}),
+    ComfySampler("er_sde", sample_er_sde),
+    ComfySampler("seeds_2", sample_seeds_2),
+    ComfySampler("seeds_3", sample_seeds_3),
+    ComfySampler("sa_solver", sample_sa_solver, tau_interval=True),
+    ComfySampler("sa_solver_pece", sample_sa_solver, {"pece": True}, tau_interval=True),
+    ComfySampler("ddim", sample_euler),
     ComfySampler("uni_pc", sample_comfyui_unipc, discard_penultimate=True),
     ComfySampler("uni_pc_bh2", sample_comfyui_unipc, {"variant": "bh2"}, discard_penultimate=True),
 )}
@@ -111,9 +151,29 @@ COMFYUI_SAMPLERS: dict[str, ComfySampler] = {s.name: s for s in (
 def get_comfyui_sampler(name: str) -> ComfySampler:
     spec = COMFYUI_SAMPLERS.get(str(name).strip())
     if spec is None:
-        extra = " (ComfyUI has it; nanoldm does not run it yet)" if name in NOT_BUILT else ""
-        raise ValueError(f"unknown ComfyUI sampler {name!r}{extra}; valid names: {', '.join(COMFYUI_SAMPLERS)}")
+        raise ValueError(f"unknown ComfyUI sampler {name!r}; valid names: {', '.join(COMFYUI_SAMPLERS)}")
     return spec
+
+
+def comfy_percent_to_sigma(schedule: NoiseSchedule, percent: float) -> float:
+    """``ModelSamplingDiscrete.percent_to_sigma``: the noise level at ``percent`` of the way through sampling,
+    log-linear between the float32 table's entries."""
+    if percent <= 0.0:
+        return 999999999.9
+    if percent >= 1.0:
+        return 0.0
+    log_sigmas = schedule.log_sigmas.float()
+    t = torch.tensor((1.0 - percent) * 999.0).clamp(0, len(log_sigmas) - 1)
+    w = t.frac()
+    return float(((1 - w) * log_sigmas[t.floor().long()] + w * log_sigmas[t.ceil().long()]).exp())
+
+
+def sampler_options(spec: ComfySampler, schedule: NoiseSchedule) -> dict:
+    """The keyword options ``spec.fn`` runs with; SA-Solver's tau interval comes from the model's schedule."""
+    options = dict(spec.options)
+    if spec.tau_interval:
+        options["tau_range"] = (comfy_percent_to_sigma(schedule, 0.2), comfy_percent_to_sigma(schedule, 0.8))
+    return options
 
 
 # --- ComfyUI's own schedulers -------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ SDE samplers carry alpha_t factors equal to 1 up to rounding (not reproduced), a
 between the schedule's own ends (passed here). ComfyUI's own samplers are restated from its source: ``ddpm``
 (``generic_step_sampler`` + ``DDPMSampler_step``, in VP variables), ``lcm`` (``sample_lcm``) and ``uni_pc``
 (``comfy/extra_samplers/uni_pc.py: sample_unipc`` with ``SigmaConvert``, on the UniPC class of
-``a1111_unipc_reference``, which is the same code)."""
+``a1111_unipc_reference``, which is the same code); the newer ones (heunpp2, deis, res_multistep, er_sde, seeds,
+sa_solver, the CFG++ family) in ``comfyui_reference_extra`` and ``comfyui_reference_cfgpp``."""
 from __future__ import annotations
 
 import math
@@ -18,6 +19,7 @@ from scipy import stats
 
 from tests.samplers import a1111_unipc_reference as unipc_reference
 from tests.samplers.a1111_reference import sampling
+from tests.samplers.comfyui_reference_extra import EXTRA_SAMPLERS, sample_extra
 
 SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
     "euler": ("sample_euler", {}), "euler_ancestral": ("sample_euler_ancestral", {}),
@@ -30,7 +32,12 @@ SAMPLERS = {  # ComfyUI name: (k-diffusion function, options)
     "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {"brownian": True}), "ddim": ("sample_euler", {}),
     "ddpm": ("ddpm", {}), "lcm": ("lcm", {}), "uni_pc": ("uni_pc", {"discard": True}),
     "uni_pc_bh2": ("uni_pc", {"discard": True, "variant": "bh2"}),
-    "ipndm": ("ipndm", {}), "ipndm_v": ("ipndm_v", {}),
+    "ipndm": ("ipndm", {}), "ipndm_v": ("ipndm_v", {}), **EXTRA_SAMPLERS,
+    # the _gpu ones only keep their Brownian tree on x's device (cpu=False): on a CPU, the same samplers
+    "dpmpp_sde_gpu": ("sample_dpmpp_sde", {"brownian": True}),
+    "dpmpp_2m_sde_gpu": ("sample_dpmpp_2m_sde", {"brownian": True}),
+    "dpmpp_2m_sde_heun_gpu": ("sample_dpmpp_2m_sde", {"brownian": True, "solver_type": "heun"}),
+    "dpmpp_3m_sde_gpu": ("sample_dpmpp_3m_sde", {"brownian": True}),
 }
 
 
@@ -269,6 +276,7 @@ def comfyui_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, ste
         eps = unet(x_in, t, torch.cat([uncond, cond]))
         denoised = torch.cat([x, x]) - eps * torch.cat([s, s])
         uncond_pred, cond_pred = denoised.chunk(2)
+        model.uncond_denoised = uncond_pred  # what the CFG++ samplers' post-CFG hook reads
         return uncond_pred + (cond_pred - uncond_pred) * cfg_scale
 
     generator = torch.Generator("cpu").manual_seed(seed + 1)  # default_noise_sampler on the CPU
@@ -287,6 +295,8 @@ def comfyui_txt2img_latents(unet, alphas_cumprod, name: str, scheduler: str, ste
             return comfy_unipc(model, x, sigmas, options.get("variant", "bh1"))
         if funcname in ("ipndm", "ipndm_v"):
             return (comfy_ipndm if funcname == "ipndm" else comfy_ipndm_v)(model, x, sigmas)
+        if name in EXTRA_SAMPLERS:
+            return sample_extra(funcname, options, model, x, sigmas, kwargs["noise_sampler"], ms.sigma)
     func = getattr(sampling, funcname)
     with torch.no_grad():
         if funcname in ("sample_dpm_fast", "sample_dpm_adaptive"):

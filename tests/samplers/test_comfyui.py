@@ -53,10 +53,19 @@ def test_every_scheduler_gives_comfyuis_image(pipe, scheduler):
         assert psnr(got, want) >= 60, (sampler, scheduler, psnr(got, want))
 
 
-@pytest.mark.parametrize("sampler", ["uni_pc", "uni_pc_bh2", "ddpm", "lcm", "ipndm", "ipndm_v"])
+OWN = ["uni_pc", "uni_pc_bh2", "ddpm", "lcm", "ipndm", "ipndm_v", "heunpp2", "deis", "res_multistep",
+       "res_multistep_ancestral", "gradient_estimation", "er_sde", "seeds_2", "seeds_3", "exp_heun_2_x0",
+       "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece"]
+CFG_PP = ["euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+          "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp"]
+
+
+@pytest.mark.parametrize("sampler", OWN + CFG_PP)
 def test_comfyuis_own_samplers_give_its_latents(pipe, sampler):
     """Latents before the VAE: uni_pc stops at sigma 0.001, which 8-bit pixels cannot see (ending at 0 instead is
-    ~1e-3 away), and ddpm's VP posterior step equals its sigma-space form to float32 rounding."""
+    ~1e-3 away), and ddpm's VP posterior step equals its sigma-space form to float32 rounding. The CFG++ forms
+    step along the unguided estimate, which moves them 3-5 times more than the plain ones for the same rounding
+    of the model output (measured 0.4-1.3e-5 against 0.2-0.3e-5), hence their 3e-5."""
     parts = pipe.parts()
     opts = GenerateOptions(prompt=PROMPT, negative_prompt=NEGATIVE, cfg_scale=CFG, batch_size=2, seed=SEED,
                            sampler=sampler, scheduler="karras", steps=12, width=SIZE, height=SIZE, like="comfyui")
@@ -67,7 +76,7 @@ def test_comfyuis_own_samplers_give_its_latents(pipe, sampler):
     want = comfyui_txt2img_latents(parts.unet, parts.schedule.alphas_cumprod, sampler, "karras", 12, SEED,
                                    (2, parts.latent_channels, h, h), cond.context, cond.uncond_context, CFG)
     error = float((got - want).norm() / want.norm())
-    assert error < 2e-5, error
+    assert error < (3e-5 if sampler in CFG_PP else 2e-5), error
 
 
 def test_the_batch_is_one_draw_and_later_noise_comes_from_seed_plus_one():
@@ -94,7 +103,7 @@ def test_denoise_below_one_takes_the_tail_of_a_longer_schedule(pipe):
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(sampler="deis"), "ComfyUI has it; nanoldm does not run it yet"),
+    (dict(sampler="dpmpp_4m"), "unknown ComfyUI sampler 'dpmpp_4m'; valid names: euler, euler_cfg_pp, "),
     (dict(sampler="uni_pc", steps=1), "ComfyUI's uni_pc needs at least 2 steps"),
     (dict(sampler="Restart"), "unknown ComfyUI sampler 'Restart'"),
     (dict(scheduler="Karras"), "unknown ComfyUI scheduler 'Karras'; valid names: simple"),
