@@ -6,6 +6,7 @@ queries), as a share of the whole txt2img call (text encoding and VAE decoding i
 
     python benchmarks/bench_samplers.py            # every A1111 sampler, 5 repeats
     python benchmarks/bench_samplers.py --quick    # a few samplers, 2 repeats
+    python benchmarks/bench_samplers.py --comfyui  # also every ComfyUI sampler (like="comfyui")
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import nanoldm.pipelines.txt2img as txt2img_module  # noqa: E402  (its sample_la
 from nanoldm.config import SHAPES_TINY  # noqa: E402
 from nanoldm.pipelines.pipeline import load_pipeline  # noqa: E402
 from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES  # noqa: E402
+from nanoldm.samplers.comfyui import COMFYUI_SAMPLERS  # noqa: E402
 from tests.reference import write_reference_folder  # noqa: E402
 
 PROMPT, NEGATIVE = "a small red circle at the top left", "blurry"
@@ -42,8 +44,9 @@ class UNetClock:
         module.register_forward_hook(lambda *_: setattr(self, "total", self.total + time.perf_counter() - self._start))
 
 
-def sampler_overhead(samplers, repeats: int, steps: int = 20, batch: int = 4):
-    """Rows: sampler, seconds per txt2img call, UNet share, sampler's own share (median over repeats)."""
+def sampler_overhead(samplers, repeats: int, steps: int = 20, batch: int = 4, like: str = "a1111"):
+    """Rows: sampler, seconds per txt2img call, sampler's own share (median over repeats), under ``like``'s
+    conventions (ComfyUI's names with like="comfyui")."""
     pipe = load_pipeline(None, device="cpu")
     clock = UNetClock(pipe.model.unet)
     sample_clock = {"t": 0.0}
@@ -63,7 +66,8 @@ def sampler_overhead(samplers, repeats: int, steps: int = 20, batch: int = 4):
         for i in range(repeats + 1):
             clock.total, sample_clock["t"] = 0.0, 0.0
             start = time.perf_counter()
-            pipe.txt2img(PROMPT, NEGATIVE, sampler=name, steps=steps, seed=1, batch_size=batch, progress=False)
+            pipe.txt2img(PROMPT, NEGATIVE, sampler=name, steps=steps, seed=1, batch_size=batch, like=like,
+                         progress=False)
             total = time.perf_counter() - start
             if i:  # the first run warms up
                 totals.append(total)
@@ -96,6 +100,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--comfyui", action="store_true", help="also ComfyUI's samplers (like='comfyui')")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
@@ -103,8 +108,10 @@ def main() -> None:
     samplers = ("Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 3M SDE") if args.quick else A1111_SAMPLER_NAMES
     print("\nbuilt-in model, 20 steps, batch 4: the sampler's own time (sampling loop minus UNet) per txt2img call")
     print(f"{'sampler':<20} {'s/call':>8} {'own share':>10}")
-    for name, seconds, share in sampler_overhead(samplers, repeats):
-        print(f"{name:<20} {seconds:8.3f} {100 * share:9.2f}%  {'ok' if share < 0.02 else 'OVER 2%'}")
+    groups = [("a1111", samplers)] + ([("comfyui", list(COMFYUI_SAMPLERS))] if args.comfyui else [])
+    for like, names in groups:
+        for name, seconds, share in sampler_overhead(names, repeats, like=like):
+            print(f"{name:<20} {seconds:8.3f} {100 * share:9.2f}%  {'ok' if share < 0.02 else 'OVER 2%'}")
     print("\nDPM++ 2M SDE, SHAPES_TINY weights, 32x32, batch 8, 20 steps: ours vs diffusers (sde-dpmsolver++)")
     ours_s, theirs_s = bench_dpmpp_2m_sde(repeats)
     print("| row | ours | diffusers | ours/diffusers | spread |\n|---|---|---|---|---|")

@@ -13,6 +13,7 @@ Classifier-free guidance (Ho & Salimans 2022) is applied here, on the model outp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -38,6 +39,11 @@ class Conditioning:
     @property
     def guided(self) -> bool:
         return self.uncond_context is not None and self.cfg_scale != 1.0
+
+    @cached_property
+    def pair_context(self) -> torch.Tensor:
+        """[uncond_context; context], the guided batch's, built once. Shapes: -> (2B, L, D)."""
+        return torch.cat([self.uncond_context, self.context])
 
 
 class Denoiser:
@@ -78,10 +84,17 @@ class Denoiser:
         """The UNet's input, its timesteps and sigma as a column. Shapes: -> (B, C_in, h, w), (B,), (B, 1, 1, 1)."""
         B = x.shape[0]
         # 1. one noise level per image, and the UNet's timestep for it
-        sigma = torch.as_tensor(sigma).detach().cpu().double().reshape(-1).expand(B)  # (B,)
-        t = self.schedule.sigma_to_t(sigma) if self.timestep is None else self.timestep(sigma)
-        t = (t.round() if self.quantize else t).to(x.device, torch.float32)  # (B,)
-        s = sigma.to(x.device, x.dtype).reshape(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1)
+        sigma = torch.as_tensor(sigma)
+        if sigma.numel() == 1 and self.timestep is None:  # one level for the batch: in floats, the same values
+            level = float(sigma)
+            t = self.schedule.sigma_to_t_float(level)
+            t = torch.full((B,), round(t) if self.quantize else t, dtype=torch.float32, device=x.device)
+            s = torch.full((B, *([1] * (x.dim() - 1))), level, dtype=x.dtype, device=x.device)  # (B, 1, 1, 1)
+        else:
+            sigma = sigma.detach().cpu().double().reshape(-1).expand(B)  # (B,)
+            t = self.schedule.sigma_to_t(sigma) if self.timestep is None else self.timestep(sigma)
+            t = (t.round() if self.quantize else t).to(x.device, torch.float32)  # (B,)
+            s = sigma.to(x.device, x.dtype).reshape(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1)
         # 2. VP-space input, then the extra channels, which are never scaled
         x_in = x / (s**2 + 1).sqrt()
         if cond.concat is not None:
@@ -107,7 +120,7 @@ class Denoiser:
                 f"{tuple(cond.uncond_context.shape)} and {tuple(cond.context.shape)}: pad the shorter prompt "
                 f"to the same number of tokens")
         labels = cond.class_labels
-        out = self.unet(torch.cat([x_in] * 2), torch.cat([t] * 2), torch.cat([cond.uncond_context, cond.context]),
+        out = self.unet(torch.cat([x_in] * 2), torch.cat([t] * 2), cond.pair_context,
                         class_labels=None if labels is None else torch.cat([labels] * 2))  # (2B, C, h, w)
         uncond, conditioned = out.chunk(2)
         return uncond + cond.cfg_scale * (conditioned - uncond), uncond

@@ -9,6 +9,7 @@ them. The first step is Euler; the step to sigma = 0 lands on the denoised outpu
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,9 +37,15 @@ def _kernel(beta_0: torch.Tensor, beta_1: torch.Tensor, taus: torch.Tensor) -> t
 
 
 def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[torch.Tensor]]:
-    """Per step i, the weights of the slopes d_i, d_i-1, ... (empty for a first-order step).
+    """Per step i, the weights of the slopes d_i, d_i-1, ... (empty for a first-order step). They depend on the
+    noise levels alone, so they are kept for the last few schedules (a repeated generation reuses them).
     Shapes: sigmas (steps + 1,) -> steps lists of 0-d tensors."""
-    t, beta_0, beta_1 = vp_times(sigmas)
+    return _coefficients(tuple(sigmas.detach().cpu().float().tolist()), max_order)
+
+
+@functools.lru_cache(maxsize=16)
+def _coefficients(levels: tuple[float, ...], max_order: int) -> list[list[torch.Tensor]]:
+    t, beta_0, beta_1 = vp_times(torch.tensor(levels, dtype=torch.float32))
     weights = []
     for i in range(len(t) - 1):
         order = min(i + 1, max_order)

@@ -1,17 +1,26 @@
 """Linear multistep (Adams-Bashforth in sigma), as k-diffusion's ``sample_lms`` runs it."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def lms_coefficient(order: int, sigmas: np.ndarray, i: int, j: int) -> float:
     """Integral over [sigmas[i], sigmas[i+1]] of the Lagrange basis polynomial of node sigmas[i - j] among the
-    ``order`` latest nodes sigmas[i], ..., sigmas[i - order + 1]. The polynomial is integrated exactly (numpy's
-    polynomial antiderivative; k-diffusion uses adaptive quadrature, exact to float rounding for degree <= 3)."""
-    nodes = [sigmas[i - k] for k in range(order) if k != j]
-    basis = np.poly1d(nodes, r=True) / np.prod([sigmas[i - j] - n for n in nodes])
-    antiderivative = basis.integ()
-    return float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i]))
+    ``order`` latest nodes sigmas[i], ..., sigmas[i - order + 1]. The polynomial (degree < 4) is expanded and
+    integrated exactly in Python floats (k-diffusion uses adaptive quadrature, exact to float rounding here)."""
+    node = float(sigmas[i - j])
+    others = [float(sigmas[i - k]) for k in range(order) if k != j]
+    poly = [1.0]  # prod (s - n) over the other nodes, lowest power first
+    for n in others:
+        poly = [-n * poly[0]] + [poly[q - 1] - n * poly[q] for q in range(1, len(poly))] + [poly[-1]]
+
+    def antiderivative(s: float) -> float:
+        return sum(c * s ** (q + 1) / (q + 1) for q, c in enumerate(poly))
+
+    scale = math.prod(node - n for n in others)
+    return (antiderivative(float(sigmas[i + 1])) - antiderivative(float(sigmas[i]))) / scale
 
 
 def sample_lms(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: int = 4,

@@ -11,7 +11,9 @@ near the end when the schedule ends at 0; the corrector re-uses the predictor's 
 """
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -43,7 +45,52 @@ def adams_weights(sigma_next: torch.Tensor, lambdas: torch.Tensor, lam_s: torch.
 
 def _combine(estimates: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """sum_k weights[k] estimates[k]. Shapes: K x (B, C, h, w), (K,) -> (B, C, h, w)."""
-    return torch.tensordot(torch.stack(estimates, dim=1), weights.to(estimates[0].device), dims=([1], [0]))
+    weights = weights.to(estimates[0].device, estimates[0].dtype)
+    return torch.tensordot(torch.stack(estimates, dim=1), weights, dims=([1], [0]))
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step's weights: the corrector's (None: keep the prediction) with its decay and whether it re-adds the
+    predictor's noise; the predictor's (None: the step to sigma = 0) with its decay and noise scale (None: tau 0).
+    Shapes: weights (K,), the rest 0-d."""
+
+    corrector: torch.Tensor | None
+    corrector_decay: torch.Tensor | None
+    renoise: bool
+    predictor: torch.Tensor | None
+    predictor_decay: torch.Tensor | None
+    noise_scale: torch.Tensor | None
+
+
+@functools.lru_cache(maxsize=16)
+def _steps(levels: tuple[float, ...], dtype: torch.dtype, tau_range: tuple[float, float], predictor_order: int,
+           corrector_order: int, pece: bool) -> list[_Step]:
+    """Every step's weights: they depend on the noise levels alone, so a repeated schedule reuses them."""
+    sigmas = torch.tensor(levels, dtype=dtype)
+    lambdas, n = -sigmas.log(), len(levels) - 1
+    taper = levels[-1] == 0  # lower orders towards the end
+    steps, h, tau = [], 0.0, 0.0
+    for i in range(n):
+        seen = min(i + 1, max(predictor_order, corrector_order))  # estimates kept so far
+        p_order = min(predictor_order, seen)
+        c_order = 0 if i == 0 or (levels[i + 1] == 0 and not pece) else min(corrector_order, seen)
+        if taper:
+            p_order, c_order = min(p_order, n - 1 - i), min(c_order, n - i)
+        corrector = decay = None
+        if c_order:  # tau and h are those of the predictor step that led here
+            corrector = adams_weights(sigmas[i], lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau)
+            decay = sigmas[i] / sigmas[i - 1] * (-(tau ** 2) * h).exp()
+        renoise = tau > 0
+        predictor = p_decay = noise_scale = None
+        if levels[i + 1] != 0:
+            tau = 1.0 if tau_range[0] >= levels[i + 1] >= tau_range[1] else 0.0
+            predictor = adams_weights(sigmas[i + 1], lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau)
+            h = lambdas[i + 1] - lambdas[i]
+            p_decay = sigmas[i + 1] / sigmas[i] * (-(tau ** 2) * h).exp()
+            noise_scale = (-2 * tau ** 2 * h).expm1().neg().sqrt() if tau > 0 else None
+        steps.append(_Step(corrector, decay, renoise, predictor, p_decay, noise_scale))
+    return steps
 
 
 def sample_sa_solver(denoiser, x, sigmas, *, cond, noise=None, callback=None, tau_range=(float("inf"), 0.0),
@@ -56,37 +103,28 @@ def sample_sa_solver(denoiser, x, sigmas, *, cond, noise=None, callback=None, ta
     if len(sigmas) <= 1:
         return x
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
-    lambdas = -sigmas.log()
-    n = len(sigmas) - 1
-    x_pred, h, tau, step_noise, estimates = x, 0.0, 0.0, 0.0, []
-    taper = sigmas[-1].item() == 0  # lower orders towards the end
-    for i in range(n):
+    levels = tuple(sigmas.detach().cpu().tolist())
+    plan = _steps(levels, sigmas.dtype, tuple(map(float, tau_range)), predictor_order, corrector_order, pece)
+    x_pred, step_noise, estimates = x, None, []
+    for i, step in enumerate(plan):
         denoised = denoiser(x_pred, sigmas[i], cond)
         estimates = [*estimates, denoised][-max(predictor_order, corrector_order):]
-        p_order = min(predictor_order, len(estimates))
-        c_order = 0 if i == 0 or (sigmas[i + 1] == 0 and not pece) else min(corrector_order, len(estimates))
-        if taper:
-            p_order, c_order = min(p_order, n - 1 - i), min(c_order, n - i)
         # 1. correct the predicted state with the estimate made at it
-        if c_order == 0:
+        if step.corrector is None:
             x = x_pred
         else:
-            weights = adams_weights(sigmas[i], lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau)
-            x = sigmas[i] / sigmas[i - 1] * (-(tau ** 2) * h).exp() * x + _combine(estimates[-c_order:], weights)
-            if tau > 0:
+            x = step.corrector_decay.to(x.device) * x + _combine(estimates[-len(step.corrector):], step.corrector)
+            if step.renoise:
                 x = x + step_noise  # the predictor's noise, again
             if pece:
                 denoised = estimates[-1] = denoiser(x, sigmas[i], cond)
         # 2. predict the next state
-        if sigmas[i + 1] == 0:
+        if step.predictor is None:
             x_pred = denoised
         else:
-            tau = 1.0 if tau_range[0] >= sigmas[i + 1].item() >= tau_range[1] else 0.0
-            weights = adams_weights(sigmas[i + 1], lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau)
-            h = lambdas[i + 1] - lambdas[i]
-            x_pred = sigmas[i + 1] / sigmas[i] * (-(tau ** 2) * h).exp() * x + _combine(estimates[-p_order:], weights)
-            if tau > 0:
-                step_noise = noise() * sigmas[i + 1] * (-2 * tau ** 2 * h).expm1().neg().sqrt()
+            x_pred = step.predictor_decay.to(x.device) * x + _combine(estimates[-len(step.predictor):], step.predictor)
+            if step.noise_scale is not None:
+                step_noise = noise() * sigmas[i + 1] * step.noise_scale.to(x.device)
                 x_pred = x_pred + step_noise
         if callback is not None:
             callback(i, x_pred, denoised)

@@ -13,6 +13,8 @@ ComfyUI's). ComfyUI's alpha factors (its half-logSNR form, shared with flow mode
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -118,39 +120,60 @@ def _er_noise_scale(lam: torch.Tensor) -> torch.Tensor:
     return lam * ((lam ** 0.3).exp() + 10.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _er_coefficients(levels: tuple[float, ...], dtype: torch.dtype, max_stage: int, points: int) -> list[tuple]:
+    """Per step (but the last): (ratio, its second-order weight and divisor, third-order weight and divisor,
+    the noise's std); weights None below the stage a step reaches. They depend on the noise levels alone, so a
+    repeated schedule reuses them."""
+    sigmas = torch.tensor(levels, dtype=dtype)
+    grid = torch.arange(0, float(points), dtype=torch.float32)
+    out = []
+    for i in range(len(levels) - 2):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        scale_next = _er_noise_scale(sigma_next)
+        ratio = scale_next / _er_noise_scale(sigma)
+        second = third = None
+        if i >= 1 and max_stage >= 2:
+            dt = sigma_next - sigma
+            step = -dt / points
+            at = sigma_next + grid * step  # the integration points, from sigma_next up towards sigma
+            scaled = _er_noise_scale(at)
+            second = (dt + torch.sum(1 / scaled) * step * scale_next, sigma - sigmas[i - 1])
+            if i >= 2 and max_stage >= 3:
+                s_u = torch.sum((at - sigma) / scaled) * step
+                third = ((dt ** 2) / 2 + s_u * scale_next, (sigma - sigmas[i - 2]) / 2)
+        std = (sigma_next ** 2 - sigma ** 2 * ratio ** 2).sqrt().nan_to_num(nan=0.0)
+        out.append((ratio, second, third, std))
+    return out
+
+
 def sample_er_sde(denoiser, x, sigmas, *, cond, noise=None, callback=None, max_stage: int = 3,
                   points: int = 200):
     """ER-SDE-Solver-3: a first-order step in the noise level sigma, then second- and third-order terms from
     divided differences of the earlier estimates (once there are that many), and fresh ``noise()`` sized so the
-    step's variance is right. The step to sigma = 0 returns the denoised output.
+    step's variance is right; the weights are integrals of the noise scale over the step, on ``points`` points.
+    The step to sigma = 0 returns the denoised output.
 
     Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at sigmas[-1].
     """
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
-    grid = torch.arange(0, float(points), dtype=torch.float32, device=sigmas.device)
+    table = _er_coefficients(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, max_stage, points)
     old, old_d = None, None
     for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma, cond)
-        if sigma_next == 0:
+        denoised = denoiser(x, sigmas[i], cond)
+        if sigmas[i + 1] == 0:
             x = denoised
         else:
-            scale_next = _er_noise_scale(sigma_next)
-            ratio = scale_next / _er_noise_scale(sigma)
+            ratio, second, third, std = table[i]  # 0-d CPU tensors, which act as numbers on any device
             x = ratio * x + (1 - ratio) * denoised  # 1. first order
-            if i >= 1 and max_stage >= 2:
-                dt = sigma_next - sigma
-                step = -dt / points
-                at = sigma_next + grid * step  # the integration points, from sigma_next up towards sigma
-                scaled = _er_noise_scale(at)
-                d = (denoised - old) / (sigma - sigmas[i - 1])  # 2. second order
-                x = x + (dt + torch.sum(1 / scaled) * step * scale_next) * d
-                if i >= 2 and max_stage >= 3:  # 3. third order
-                    s_u = torch.sum((at - sigma) / scaled) * step
-                    d2 = (d - old_d) / ((sigma - sigmas[i - 2]) / 2)
-                    x = x + ((dt ** 2) / 2 + s_u * scale_next) * d2
+            if second is not None:
+                d = (denoised - old) / second[1]  # 2. second order, from the divided difference
+                x = x + second[0] * d
+                if third is not None:  # 3. third order
+                    d2 = (d - old_d) / third[1]
+                    x = x + third[0] * d2
                 old_d = d
-            x = x + noise() * (sigma_next ** 2 - sigma ** 2 * ratio ** 2).sqrt().nan_to_num(nan=0.0)
+            x = x + noise() * std
         old = denoised
         if callback is not None:
             callback(i, x, denoised)
