@@ -29,6 +29,7 @@ import nanoldm.pipelines.txt2img as txt2img_module  # noqa: E402  (its sample_la
 from nanoldm.config import SHAPES_TINY  # noqa: E402
 from nanoldm.pipelines.pipeline import load_pipeline  # noqa: E402
 from nanoldm.samplers.a1111 import A1111_SAMPLER_NAMES  # noqa: E402
+from nanoldm.samplers.a1111_timesteps import A1111_TIMESTEP_SAMPLERS  # noqa: E402
 from nanoldm.samplers.comfyui import COMFYUI_SAMPLERS  # noqa: E402
 from tests.reference import write_reference_folder  # noqa: E402
 
@@ -95,6 +96,25 @@ def bench_dpmpp_2m_sde(repeats: int, steps: int = 20, batch: int = 8, size: int 
         return time_pair(run_ours, run_theirs, repeats)
 
 
+def brownian_query_ms(steps: int = 20, repeats: int = 3) -> float:
+    """Milliseconds per Brownian-tree query of one image at SD 1.x's 512x512 latent size (4 x 64 x 64), over an
+    A1111 20-step Exponential schedule: the SDE samplers' cost per step and image, whatever the UNet."""
+    from nanoldm.config import ScheduleConfig
+    from nanoldm.diffusion.schedule import NoiseSchedule
+    from nanoldm.samplers.brownian import BrownianNoise
+    from nanoldm.samplers.schedules import SCHEDULES
+
+    sigmas = SCHEDULES["Exponential"](NoiseSchedule.from_config(ScheduleConfig()), steps)
+    times = []
+    for seed in range(repeats):
+        noise = BrownianNoise((1, 4, 64, 64), sigmas[sigmas > 0].min(), sigmas.max(), [seed])
+        start = time.perf_counter()
+        for i in range(steps - 1):
+            noise(sigmas[i], sigmas[i + 1])
+        times.append((time.perf_counter() - start) / (steps - 1))
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
@@ -105,13 +125,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
     print(machine())
-    samplers = ("Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 3M SDE") if args.quick else A1111_SAMPLER_NAMES
+    samplers = (("Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 3M SDE") if args.quick
+                else [*A1111_SAMPLER_NAMES, *A1111_TIMESTEP_SAMPLERS])
     print("\nbuilt-in model, 20 steps, batch 4: the sampler's own time (sampling loop minus UNet) per txt2img call")
     print(f"{'sampler':<20} {'s/call':>8} {'own share':>10}")
     groups = [("a1111", samplers)] + ([("comfyui", list(COMFYUI_SAMPLERS))] if args.comfyui else [])
     for like, names in groups:
         for name, seconds, share in sampler_overhead(names, repeats, like=like):
             print(f"{name:<20} {seconds:8.3f} {100 * share:9.2f}%  {'ok' if share < 0.02 else 'OVER 2%'}")
+    print(f"\nBrownian tree, one image at 4x64x64 (SD 1.x 512x512): {brownian_query_ms():.1f} ms per query (step)")
     print("\nDPM++ 2M SDE, SHAPES_TINY weights, 32x32, batch 8, 20 steps: ours vs diffusers (sde-dpmsolver++)")
     ours_s, theirs_s = bench_dpmpp_2m_sde(repeats)
     print("| row | ours | diffusers | ours/diffusers | spread |\n|---|---|---|---|---|")

@@ -17,6 +17,8 @@ fractional timestep (t - 1/N) * 1000.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 VARIANTS = ("bh1", "bh2")
@@ -61,25 +63,23 @@ def _combine(weights: torch.Tensor, diffs: list[torch.Tensor]):
     return sum((w * d for w, d in zip(weights, diffs)), torch.zeros(()))
 
 
-def _unipc_step(denoiser, x, cond, sigma, sigma_next, lambdas, denoised, order: int, variant: str, correct: bool):
-    """One UniP step of ``order`` from sigma to sigma_next using the last ``order`` outputs, then (``correct``)
-    UniC with the output at the predicted point, returned for the next step (None without the corrector).
-
-    Shapes: x (B, C, h, w), lambdas list of (), denoised list of (B, C, h, w), oldest first -> x, D or None.
-    """
-    lam_s, d_s = lambdas[-1], denoised[-1]
-    h = -torch.log(sigma_next) - lam_s  # 1. step size in lambda
-    rks = torch.stack([(lambdas[-1 - k] - lam_s) / h for k in range(1, order)] + [h.new_tensor(1.0)])
-    diffs = [(denoised[-1 - k] - d_s) / rks[k - 1] for k in range(1, order)]  # 2. divided differences
-    b_h, b = _b_coefficients(h, order, variant)
-    rhos_p, rhos_c = _rhos(rks, b, order)
-    x_lin = (sigma_next / sigma) * x - torch.expm1(-h) * d_s  # 3. exact integration with D_s constant
-    x_pred = x_lin - b_h * _combine(rhos_p, diffs)  # 4. UniP
-    if not correct:
-        return x_pred, None
-    d_next = denoiser(x_pred, sigma_next, cond)  # 5. UniC: the output at the predicted point joins the fit
-    x = x_lin - b_h * (_combine(rhos_c[:-1], diffs) + rhos_c[-1] * (d_next - d_s))
-    return x, d_next
+@functools.lru_cache(maxsize=16)
+def _plan(levels: tuple[float, ...], dtype: torch.dtype, order: int, variant: str, lower_order_final: bool):
+    """Per step: (its order, r_k, B(h), the predictor's and the corrector's weights, sigma_next / sigma,
+    expm1(-h)). They depend on the noise levels alone, so a repeated schedule reuses them.
+    Shapes: rks (order,), rhos_p (order - 1,), rhos_c (order,), the rest 0-d."""
+    sigmas = torch.tensor(levels, dtype=dtype)
+    steps, lambdas, plan = len(levels) - 1, [-torch.log(sigmas[0])], []
+    for i in range(steps):
+        j = i + 1  # 1. the order: warm-up j < order, then the full order or (lower_order_final) the steps left
+        step_order = min(order, steps + 1 - j) if lower_order_final and j >= order else min(order, j)
+        lam_s = lambdas[-1]
+        h = -torch.log(sigmas[j]) - lam_s  # 2. step size in lambda, and the earlier outputs' place in it
+        rks = torch.stack([(lambdas[-1 - k] - lam_s) / h for k in range(1, step_order)] + [h.new_tensor(1.0)])
+        b_h, b = _b_coefficients(h, step_order, variant)
+        plan.append((step_order, rks, b_h, *_rhos(rks, b, step_order), sigmas[j] / sigmas[i], torch.expm1(-h)))
+        lambdas = [*lambdas, -torch.log(sigmas[j])][-order:]
+    return plan
 
 
 def sample_unipc(denoiser, x, sigmas, *, cond, noise=None, callback=None, order: int = 3, variant: str = "bh1",
@@ -90,6 +90,9 @@ def sample_unipc(denoiser, x, sigmas, *, cond, noise=None, callback=None, order:
     of the last steps to the steps left. ``callback(i, x, denoised)`` gets the output step i started from.
     ``noise`` is unused.
 
+    A step of ``order`` from sigma to sigma_next: UniP from the last ``order`` outputs, then UniC with the output
+    at the predicted point, which is also the next step's D_s.
+
     Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending, all > 0 -> x at sigmas[-1].
     """
     if variant not in VARIANTS:
@@ -99,18 +102,21 @@ def sample_unipc(denoiser, x, sigmas, *, cond, noise=None, callback=None, order:
         raise ValueError(f"UniPC order must be between 1 and the number of steps ({steps}), got {order}")
     if sigmas[-1] <= 0:
         raise ValueError("UniPC needs sigmas > 0: it ends at a small positive noise level, not at 0")
-    lambdas, denoised = [-torch.log(sigmas[0])], [denoiser(x, sigmas[0], cond)]
-    for i in range(steps):
-        j = i + 1  # 1. the order: warm-up j < order, then the full order or (lower_order_final) the steps left
-        step_order = min(order, steps + 1 - j) if lower_order_final and j >= order else min(order, j)
-        last = j == steps
-        d_start = denoised[-1]
-        x, d_next = _unipc_step(denoiser, x, cond, sigmas[i], sigmas[j], lambdas, denoised, step_order, variant,
-                                correct=not last)
-        if not last:  # 2. keep the last ``order`` outputs and their lambdas
-            lambdas, denoised = [*lambdas, -torch.log(sigmas[j])][-order:], [*denoised, d_next][-order:]
+    plan = _plan(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, order, variant, lower_order_final)
+    denoised = [denoiser(x, sigmas[0], cond)]  # the last ``order`` outputs, oldest first
+    for i, (step_order, rks, b_h, rhos_p, rhos_c, ratio, expm1_h) in enumerate(plan):
+        d_s = denoised[-1]
+        diffs = [(denoised[-1 - k] - d_s) / rks[k - 1] for k in range(1, step_order)]  # 1. divided differences
+        x_lin = ratio * x - expm1_h * d_s  # 2. exact integration with D_s constant
+        x_pred = x_lin - b_h * _combine(rhos_p, diffs)  # 3. UniP
+        if i + 1 == steps:
+            x = x_pred
+        else:  # 4. UniC: the output at the predicted point joins the fit
+            d_next = denoiser(x_pred, sigmas[i + 1], cond)
+            x = x_lin - b_h * (_combine(rhos_c[:-1], diffs) + rhos_c[-1] * (d_next - d_s))
+            denoised = [*denoised, d_next][-order:]
         if callback is not None:
-            callback(i, x, d_start)
+            callback(i, x, d_s)
     return x
 
 
