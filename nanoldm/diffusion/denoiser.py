@@ -52,7 +52,8 @@ class Denoiser:
     ``unet`` is any callable ``unet(x_t, t, context, class_labels=None) -> (B, C, h, w)``.
     ``quantize=True`` rounds the timestep the UNet sees to the nearest integer (k-diffusion's ``quantize``;
     diffusers' DPM-Solver with Karras sigmas does this); sigma itself is never rounded. ``timestep``, when given,
-    maps sigma (B,) float64 -> the UNet's timesteps (B,) instead (LCM asks only at its distilled steps).
+    maps sigma (B,) float64 -> the UNet's timesteps (B,) instead (LCM asks only at its distilled steps); its
+    ``at(float) -> float``, when it has one, serves a single level for the whole batch.
     """
 
     def __init__(self, unet, schedule: NoiseSchedule, prediction_type: PredictionType = PredictionType.EPSILON,
@@ -85,9 +86,10 @@ class Denoiser:
         B = x.shape[0]
         # 1. one noise level per image, and the UNet's timestep for it
         sigma = torch.as_tensor(sigma)
-        if sigma.numel() == 1 and self.timestep is None:  # one level for the batch: in floats, the same values
+        to_t = self.schedule.sigma_to_t_float if self.timestep is None else getattr(self.timestep, "at", None)
+        if sigma.numel() == 1 and to_t is not None:  # one level for the batch: in floats, the same values
             level = float(sigma)
-            t = self.schedule.sigma_to_t_float(level)
+            t = to_t(level)
             t = torch.full((B,), round(t) if self.quantize else t, dtype=torch.float32, device=x.device)
             s = torch.full((B, *([1] * (x.dim() - 1))), level, dtype=x.dtype, device=x.device)  # (B, 1, 1, 1)
         else:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable
 
 import torch
@@ -38,7 +37,7 @@ from nanoldm.samplers.brownian import BrownianNoise
 from nanoldm.samplers.comfyui import comfyui_img2img_sigmas, comfyui_sigmas, find_comfyui, sampler_options
 from nanoldm.samplers.lcm import LCMBoundary, LCMTimesteps, lcm_schedule
 from nanoldm.samplers.schedules import schedule_key, uniform
-from nanoldm.samplers.unipc import unipc_times, vp_discrete_sigmas, vp_discrete_timestep
+from nanoldm.samplers.unipc import VPTimestep, unipc_times, vp_discrete_sigmas
 
 PIXEL_ROUNDING = {"a1111": "truncate", "diffusers": "round", "comfyui": "truncate"}  # each tool's 8-bit pixels
 
@@ -159,7 +158,7 @@ def _a1111_timesteps_plan(schedule: NoiseSchedule, opts: GenerateOptions, spec: 
     if spec.continuous and len(timesteps):  # UniPC: as many steps on its own grid, fractional UNet timesteps
         t_start = (float(timesteps[-1]) + 1) / T if img2img else None
         sigmas = vp_discrete_sigmas(schedule.alphas_cumprod, unipc_times(len(timesteps), T, t_start)).float()
-        timestep = partial(vp_discrete_timestep, schedule.alphas_cumprod)
+        timestep = VPTimestep(schedule.alphas_cumprod)
         options["order"] = min(3, len(timesteps))  # A1111 fails with fewer steps than the order; nanoldm lowers it
     else:
         sigmas = timestep_sigmas(schedule, timesteps).float()

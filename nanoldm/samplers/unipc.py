@@ -17,6 +17,7 @@ fractional timestep (t - 1/N) * 1000.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 
 import torch
@@ -145,10 +146,32 @@ def vp_discrete_timestep(alphas_cumprod: torch.Tensor, sigma: torch.Tensor) -> t
     -0.5 log(1 + sigma^2), as (t - 1/N) * 1000 (A1111's formula for any N; the training step index for
     N = 1000), fractional. Inverts :func:`vp_discrete_sigmas`. Shapes: (N,), sigma (n,) or () -> like sigma,
     float64."""
-    knots, log_alpha = _log_alpha_knots(alphas_cumprod)
-    target = -0.5 * torch.log1p(sigma.double().cpu() ** 2)
-    t = _interpolate(target.reshape(-1), log_alpha.flip(0), knots.flip(0)).reshape(target.shape)
-    return (t - 1 / len(knots)) * 1000
+    return VPTimestep(alphas_cumprod)(sigma)
+
+
+class VPTimestep:
+    """:func:`vp_discrete_timestep` with the schedule's knots prepared once (the Denoiser asks at every call)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        knots, log_alpha = _log_alpha_knots(alphas_cumprod)
+        self.log_alpha, self.knots, self.n = log_alpha.flip(0), knots.flip(0), len(knots)
+
+    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
+        target = -0.5 * torch.log1p(sigma.double().cpu() ** 2)
+        t = _interpolate(target.reshape(-1), self.log_alpha, self.knots).reshape(target.shape)
+        return (t - 1 / self.n) * 1000
+
+    def at(self, sigma: float) -> float:
+        """The same for one noise level, in Python floats after torch's log1p (the Denoiser's one-level path)."""
+        target = -0.5 * torch.tensor(sigma, dtype=torch.float64).square().log1p().item()
+        xp, yp = self._lists
+        i = min(max(bisect.bisect_left(xp, target) - 1, 0), len(xp) - 2)
+        t = yp[i] + (target - xp[i]) * (yp[i + 1] - yp[i]) / (xp[i + 1] - xp[i])
+        return (t - 1 / self.n) * 1000
+
+    @functools.cached_property
+    def _lists(self) -> tuple[list[float], list[float]]:
+        return self.log_alpha.tolist(), self.knots.tolist()
 
 
 def unipc_times(steps: int, num_train_timesteps: int = 1000, t_start: float | None = None) -> torch.Tensor:

@@ -129,21 +129,29 @@ def test_quantize_rounds_the_timestep_only():
     torch.testing.assert_close(unet.calls[1]["t"], torch.tensor([500.3, 20.7]))
 
 
+@pytest.mark.parametrize("timestep", [None, "unipc"])
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_one_level_for_the_batch_takes_a_float_path_with_the_same_values(quantize, dtype):
-    """A 0-d sigma (every sampler's call) is mapped in Python floats; it must give the tensor path's timesteps,
-    scalings and output bitwise: table levels, levels between them, outside the table (clamped), and 0."""
+def test_one_level_for_the_batch_takes_a_float_path_with_the_same_values(quantize, dtype, timestep):
+    """A 0-d sigma (every sampler's call) is mapped in Python floats (the schedule's map, or A1111 UniPC's
+    ``VPTimestep.at``); it must give the tensor path's timesteps, scalings and output bitwise: table levels,
+    levels between them, outside the table (clamped), and 0."""
+    from nanoldm.samplers.unipc import VPTimestep
+
+    timestep = VPTimestep(SD.alphas_cumprod) if timestep else None
     torch.manual_seed(0)
     x, cond = torch.randn(3, 4, 2, 2, dtype=dtype), make_cond(B=3, uncond_context=torch.randn(3, 3, 5), cfg_scale=3.0)
     levels = [*SD.sigmas[[0, 1, 500, 999]].float().tolist(), 0.0123, 0.5, 2.718, 14.6, 20.0, 0.0]
     for level in levels + torch.rand(40).mul(15).tolist():
         fast, slow = RecordingUNet(), RecordingUNet()
-        one = Denoiser(fast, SD, quantize=quantize)(x, torch.tensor(level, dtype=torch.float32), cond)
-        each = Denoiser(slow, SD, quantize=quantize)(x, torch.full((3,), level, dtype=torch.float32), cond)
+        one = Denoiser(fast, SD, quantize=quantize, timestep=timestep)(x, torch.tensor(level), cond)
+        each = Denoiser(slow, SD, quantize=quantize, timestep=timestep)(x, torch.full((3,), level), cond)
         assert all(torch.equal(fast.calls[0][k], slow.calls[0][k]) for k in ("t", "x"))
         assert torch.equal(one, each), level
-        assert SD.sigma_to_t_float(level) == float(SD.sigma_to_t(torch.tensor([level], dtype=torch.float64)))
+        if timestep is None:
+            assert SD.sigma_to_t_float(level) == float(SD.sigma_to_t(torch.tensor([level], dtype=torch.float64)))
+        else:
+            assert timestep.at(level) == float(timestep(torch.tensor([level], dtype=torch.float64))[0])
 
 
 def test_with_our_unet_inpainting_model_and_guidance():
