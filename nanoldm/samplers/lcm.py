@@ -31,11 +31,21 @@ class LCMTimesteps:
     def __init__(self, lcm: NoiseSchedule, num_train_timesteps: int):
         self.log_sigmas = lcm.sigmas.float().log()
         self.skip = num_train_timesteps // LCM_ORIGINAL_STEPS
+        self._known: dict[float, float] = {}
 
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
         """Shapes: (B,) -> (B,) float64."""
         index = (sigma.float().log()[None, :] - self.log_sigmas[:, None]).abs().argmin(dim=0)
         return (index * self.skip + (self.skip - 1)).double()
+
+    def at(self, sigma: float) -> float:
+        """The same for one noise level (the Denoiser's one-level path, and the boundary condition's: each level
+        is asked twice a step, so the answers are kept)."""
+        if sigma not in self._known:
+            if len(self._known) > 4096:
+                self._known.clear()
+            self._known[sigma] = float(self(torch.tensor([sigma], dtype=torch.float64))[0])
+        return self._known[sigma]
 
 
 class LCMBoundary:
@@ -45,8 +55,13 @@ class LCMBoundary:
         self.denoiser, self.timesteps = denoiser, timesteps
 
     def __call__(self, x: torch.Tensor, sigma, cond) -> torch.Tensor:
-        sigma_b = torch.as_tensor(sigma).detach().cpu().reshape(-1).expand(x.shape[0])
-        t = (self.timesteps(sigma_b) * TIMESTEP_SCALING).to(x.device, x.dtype).reshape(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        sigma = torch.as_tensor(sigma)
+        if sigma.numel() == 1:  # one level for the batch (integer timesteps: the same values)
+            t = torch.full((x.shape[0], 1, 1, 1), self.timesteps.at(float(sigma)) * TIMESTEP_SCALING,
+                           dtype=x.dtype, device=x.device)
+        else:
+            sigma_b = sigma.detach().cpu().reshape(-1)
+            t = (self.timesteps(sigma_b) * TIMESTEP_SCALING).to(x.device, x.dtype).reshape(-1, 1, 1, 1)
         c_skip = SIGMA_DATA**2 / (t**2 + SIGMA_DATA**2)
         c_out = t / (t**2 + SIGMA_DATA**2) ** 0.5
         return c_out * self.denoiser(x, sigma, cond) + c_skip * x

@@ -12,6 +12,8 @@ previous level lies behind the current one); it is kept as ComfyUI has it, since
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from nanoldm.samplers.euler import ancestral_step
@@ -25,6 +27,30 @@ def _denoise(denoiser, x, sigma, cond, cfg_pp: bool):
     return denoised, denoised
 
 
+@functools.lru_cache(maxsize=16)
+def _res_steps(levels: tuple[float, ...], dtype: torch.dtype, eta: float) -> list[tuple]:
+    """Per step: (sigma_down, sigma_down - sigma, sigma_up, the second-order factors (e^-h, h, b1, b2) or None
+    for an Euler step). They depend on the noise levels alone, so a repeated schedule reuses them."""
+    sigmas = torch.tensor(levels, dtype=dtype)
+    steps, old_sigma_down = [], None
+    for i in range(len(levels) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta) if eta else (sigma_next, 0.0)
+        second = None
+        if sigma_down != 0 and i > 0:
+            t, t_next = -sigma.log(), -sigma_down.log()
+            h = t_next - t
+            c2 = (-sigmas[i - 1].log() + old_sigma_down.log()) / h
+            phi1 = torch.expm1(-h) / -h
+            phi2 = (phi1 - 1.0) / -h
+            b1 = torch.nan_to_num(phi1 - phi2 / c2, nan=0.0)
+            b2 = torch.nan_to_num(phi2 / c2, nan=0.0)
+            second = (torch.exp(-h), h, b1, b2)
+        steps.append((sigma_down, sigma_down - sigma, sigma_up, second))
+        old_sigma_down = sigma_down
+    return steps
+
+
 def sample_res_multistep(denoiser, x, sigmas, *, cond, noise=None, callback=None, eta: float = 0.0,
                          cfg_pp: bool = False):
     """ComfyUI's ``res_multistep`` (eta 0), ``res_multistep_ancestral`` (eta 1) and their ``_cfg_pp`` forms:
@@ -34,28 +60,21 @@ def sample_res_multistep(denoiser, x, sigmas, *, cond, noise=None, callback=None
     Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at sigmas[-1].
     """
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
-    old, old_sigma_down = None, None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised, estimate = _denoise(denoiser, x, sigma, cond, cfg_pp)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta) if eta else (sigma_next, 0.0)
-        if sigma_down == 0 or old is None:  # Euler, from D (CFG++: landing on D, D_u's direction)
-            d = (x - estimate) / sigma
-            x = denoised + d * sigma_down if cfg_pp else x + d * (sigma_down - sigma)
+    old = None
+    plan = _res_steps(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, float(eta))
+    for i, (sigma_down, dt, sigma_up, second) in enumerate(plan):
+        denoised, estimate = _denoise(denoiser, x, sigmas[i], cond, cfg_pp)
+        if second is None:  # Euler, from D (CFG++: landing on D, D_u's direction)
+            d = (x - estimate) / sigmas[i]
+            x = denoised + d * sigma_down if cfg_pp else x + d * dt
         else:
-            t, t_next = -sigma.log(), -sigma_down.log()
-            h = t_next - t
-            c2 = (-sigmas[i - 1].log() + old_sigma_down.log()) / h
-            phi1 = torch.expm1(-h) / -h
-            phi2 = (phi1 - 1.0) / -h
-            b1 = torch.nan_to_num(phi1 - phi2 / c2, nan=0.0)
-            b2 = torch.nan_to_num(phi2 / c2, nan=0.0)
+            decay, h, b1, b2 = second
             if cfg_pp:
                 x = x + (denoised - estimate)
-            x = torch.exp(-h) * x + h * (b1 * estimate + b2 * old)
-        if sigma_next > 0 and eta > 0:
+            x = decay * x + h * (b1 * estimate + b2 * old)
+        if sigmas[i + 1] > 0 and eta > 0:
             x = x + noise() * sigma_up
-        old, old_sigma_down = estimate, sigma_down
+        old = estimate
         if callback is not None:
             callback(i, x, denoised)
     return x
