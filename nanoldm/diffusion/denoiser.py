@@ -12,6 +12,7 @@ Classifier-free guidance (Ho & Salimans 2022) is applied here, on the model outp
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -90,7 +91,8 @@ class Denoiser:
         if sigma.numel() == 1 and to_t is not None:  # one level for the batch: in floats, the same values
             level = float(sigma)
             t = to_t(level)
-            t = torch.full((B,), round(t) if self.quantize else t, dtype=torch.float32, device=x.device)
+            t = round(t) if self.quantize and math.isfinite(t) else t  # (torch.round keeps NaN as NaN)
+            t = torch.full((B,), t, dtype=torch.float32, device=x.device)
             s = torch.full((B, *([1] * (x.dim() - 1))), level, dtype=x.dtype, device=x.device)  # (B, 1, 1, 1)
         else:
             sigma = sigma.detach().cpu().double().reshape(-1).expand(B)  # (B,)

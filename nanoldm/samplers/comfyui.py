@@ -15,8 +15,9 @@ not, it says so below.
     dpm_fast, dpm_adaptive sample_dpm_fast / _adaptive between the schedule's own ends, eta 0
     dpmpp_2s_ancestral     sample_dpmpp_2s_ancestral
     dpmpp_sde(_gpu)        sample_dpmpp_sde            Brownian tree; ComfyUI's half-logSNR form equals it to
-                                                       rounding; "_gpu" builds the tree on the device (the same
-                                                       on a CPU)
+                                                       rounding; ComfyUI's "_gpu" builds its tree on the model's
+                                                       device: on a CPU the same, on CUDA its noise differs
+                                                       (nanoldm's trees stay on the CPU)
     dpmpp_2m               sample_dpmpp_2m
     dpmpp_2m_sde(_heun)(_gpu)  sample_dpmpp_2m_sde     Brownian tree; midpoint (heun) solver
     dpmpp_3m_sde(_gpu)     sample_dpmpp_3m_sde         Brownian tree

@@ -40,7 +40,7 @@ def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[tor
     """Per step i, the weights of the slopes d_i, d_i-1, ... (empty for a first-order step). They depend on the
     noise levels alone, so they are kept for the last few schedules (a repeated generation reuses them).
     Shapes: sigmas (steps + 1,) -> steps lists of 0-d tensors."""
-    return _coefficients(tuple(sigmas.detach().cpu().float().tolist()), max_order)
+    return [list(step) for step in _coefficients(tuple(sigmas.detach().cpu().float().tolist()), max_order)]
 
 
 @functools.lru_cache(maxsize=16)

@@ -122,13 +122,16 @@ def _er_noise_scale(lam: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _er_coefficients(levels: tuple[float, ...], dtype: torch.dtype, max_stage: int, points: int) -> list[tuple]:
-    """Per step (but the last): (ratio, its second-order weight and divisor, third-order weight and divisor,
-    the noise's std); weights None below the stage a step reaches. They depend on the noise levels alone, so a
+    """Per step: (ratio, its second-order weight and divisor, third-order weight and divisor, the noise's std);
+    weights None below the stage a step reaches; None for a step to sigma = 0. They depend on the noise levels alone, so a
     repeated schedule reuses them."""
     sigmas = torch.tensor(levels, dtype=dtype)
     grid = torch.arange(0, float(points), dtype=torch.float32)
     out = []
-    for i in range(len(levels) - 2):
+    for i in range(len(levels) - 1):
+        if levels[i + 1] == 0:  # the step to 0 returns the estimate
+            out.append(None)
+            continue
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         scale_next = _er_noise_scale(sigma_next)
         ratio = scale_next / _er_noise_scale(sigma)

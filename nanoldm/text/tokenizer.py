@@ -213,17 +213,20 @@ class CLIPTokenizer:
         self._splits.update({clean_text(t): [self._added[v] for v in self.vector_tokens(t)] for t in self._added})
         alternatives = "|".join(regex.escape(t) for t in sorted(self._splits, key=len, reverse=True))
         self._splitter = regex.compile(f"({alternatives})")
+        specials = sorted((clean_text(t) for t in (BOS_TOKEN, EOS_TOKEN)), key=len, reverse=True)
+        self._special_splitter = regex.compile(f"({'|'.join(regex.escape(t) for t in specials)})")
 
     # ---- encoding ----
 
     def encode(self, text: str, *, added: bool = True) -> list[int]:
         """Token ids of one prompt, without BOS/EOS. ``added=False``: added tokens are not looked for, their
-        words are plain text (ComfyUI calls embeddings only as ``embedding:name``)."""
+        words are plain text (ComfyUI calls embeddings only as ``embedding:name``); the start and end tokens
+        written out are still those tokens."""
         if not isinstance(text, str):
             raise TokenizerError(f"prompt must be a str, got {type(text).__name__}")
         ids: list[int] = []
-        text = clean_text(text)
-        pieces = self._splitter.split(text) if added else [text]  # text, token, text, token, ..., text
+        splitter = self._splitter if added else self._special_splitter
+        pieces = splitter.split(clean_text(text))  # text, token, text, token, ..., text
         for i, piece in enumerate(pieces):
             if i % 2:
                 ids.extend(self._splits[piece])

@@ -54,6 +54,18 @@ def test_oracle_lands_on_the_data_distribution(name):
     torch.testing.assert_close(out.std(dim=0, keepdim=True), STD, atol=0, rtol=0.05)
 
 
+@pytest.mark.parametrize("name", NEW)
+def test_a_schedule_that_stops_above_zero_runs(name):
+    """Split schedules (ComfyUI's SplitSigmas, KSamplerAdvanced's end_at_step) end at a level above 0: every
+    step then moves x on, and the result is the x at that level (here the oracle's spread plus the level's)."""
+    torch.manual_seed(0)
+    spec = COMFYUI_SAMPLERS[name]
+    sigmas = comfyui_sigmas(spec, "karras", SD, 60).double()[:-2]  # stops at the schedule's second-to-last level
+    x = MU + (STD ** 2 + sigmas[0] ** 2).sqrt() * torch.randn(4000, 4, 1, 1, dtype=torch.float64)
+    out = spec.fn(Oracle(), x, sigmas, cond=None, **sampler_options(spec, SD))
+    torch.testing.assert_close(out.std(dim=0, keepdim=True), (STD ** 2 + sigmas[-1] ** 2).sqrt(), atol=0, rtol=0.08)
+
+
 def test_deis_weights_integrate_the_noise_level():
     """The kernel is d sigma / dt of the fitted VP SDE, so each step's weights sum to sigma_next - sigma (the
     10 000-point Riemann sum in float32 is good to about 1e-4). The step to sigma = 0, where the kernel is

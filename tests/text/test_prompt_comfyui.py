@@ -107,6 +107,8 @@ def test_embedding_syntax_finds_the_vectors_and_warns_for_unknown_names(with_emb
     assert ids[4:6] == easyneg and ids[6] == tokenizer.encode(",")[0]
     assert easyneg[0] not in chunk_prompt_comfyui(tokenizer, "a easyneg")[0].ids  # the bare name is a word
     assert easyneg[0] in chunk_prompt(tokenizer, "a easyneg")[0].ids  # (A1111's syntax: the embedding)
+    ids = chunk_prompt_comfyui(tokenizer, "a <|endoftext|> b")[0].ids  # the end token written out stays one
+    assert ids[:4] == [tokenizer.bos_id, *tokenizer.encode("a"), tokenizer.eos_id, *tokenizer.encode("b")]
     loaded = "easyneg, easyneg_1, badhandv4"
     with pytest.warns(UserWarning, match=f"embedding:nothing here does not exist, ignoring .*{loaded}"):
         ids = chunk_prompt_comfyui(tokenizer, "a embedding:nothing here")[0].ids
