@@ -158,15 +158,13 @@ def get_comfyui_sampler(name: str) -> ComfySampler:
 
 def comfy_percent_to_sigma(schedule: NoiseSchedule, percent: float) -> float:
     """``ModelSamplingDiscrete.percent_to_sigma``: the noise level at ``percent`` of the way through sampling,
-    log-linear between the float32 table's entries."""
+    at timestep (1 - percent) * 999, log-linear between the table's entries (``NoiseSchedule.t_to_sigma``; ComfyUI
+    interpolates in float32, 1e-7 apart)."""
     if percent <= 0.0:
         return 999999999.9
     if percent >= 1.0:
         return 0.0
-    log_sigmas = schedule.log_sigmas.float()
-    t = torch.tensor((1.0 - percent) * 999.0).clamp(0, len(log_sigmas) - 1)
-    w = t.frac()
-    return float(((1 - w) * log_sigmas[t.floor().long()] + w * log_sigmas[t.ceil().long()]).exp())
+    return float(schedule.t_to_sigma((1.0 - percent) * 999.0))
 
 
 def sampler_options(spec: ComfySampler, schedule: NoiseSchedule) -> dict:

@@ -9,10 +9,11 @@ them. The first step is Euler; the step to sigma = 0 lands on the denoised outpu
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from nanoldm.samplers.sigmas import per_schedule
 
 EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_EPS = 0.002, 80, 1e-3  # ComfyUI's edm2t defaults
 QUADRATURE_POINTS = 10000
@@ -40,12 +41,12 @@ def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[tor
     """Per step i, the weights of the slopes d_i, d_i-1, ... (empty for a first-order step). They depend on the
     noise levels alone, so they are kept for the last few schedules (a repeated generation reuses them).
     Shapes: sigmas (steps + 1,) -> steps lists of 0-d tensors."""
-    return [list(step) for step in _coefficients(tuple(sigmas.detach().cpu().float().tolist()), max_order)]
+    return [list(step) for step in _coefficients(sigmas.float(), max_order)]
 
 
-@functools.lru_cache(maxsize=16)
-def _coefficients(levels: tuple[float, ...], max_order: int) -> list[list[torch.Tensor]]:
-    t, beta_0, beta_1 = vp_times(torch.tensor(levels, dtype=torch.float32))
+@per_schedule
+def _coefficients(sigmas: torch.Tensor, max_order: int) -> list[list[torch.Tensor]]:
+    t, beta_0, beta_1 = vp_times(sigmas)
     weights = []
     for i in range(len(t) - 1):
         order = min(i + 1, max_order)

@@ -12,11 +12,11 @@ previous level lies behind the current one); it is kept as ComfyUI has it, since
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 
 from nanoldm.samplers.euler import ancestral_step
+from nanoldm.samplers.sigmas import per_schedule
 
 
 def _denoise(denoiser, x, sigma, cond, cfg_pp: bool):
@@ -27,13 +27,12 @@ def _denoise(denoiser, x, sigma, cond, cfg_pp: bool):
     return denoised, denoised
 
 
-@functools.lru_cache(maxsize=16)
-def _res_steps(levels: tuple[float, ...], dtype: torch.dtype, eta: float) -> list[tuple]:
+@per_schedule
+def _res_steps(sigmas: torch.Tensor, eta: float) -> list[tuple]:
     """Per step: (sigma_down, sigma_down - sigma, sigma_up, the second-order factors (e^-h, h, b1, b2) or None
     for an Euler step). They depend on the noise levels alone, so a repeated schedule reuses them."""
-    sigmas = torch.tensor(levels, dtype=dtype)
     steps, old_sigma_down = [], None
-    for i in range(len(levels) - 1):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta) if eta else (sigma_next, 0.0)
         second = None
@@ -61,7 +60,7 @@ def sample_res_multistep(denoiser, x, sigmas, *, cond, noise=None, callback=None
     """
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
     old = None
-    plan = _res_steps(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, float(eta))
+    plan = _res_steps(sigmas, float(eta))
     for i, (sigma_down, dt, sigma_up, second) in enumerate(plan):
         denoised, estimate = _denoise(denoiser, x, sigmas[i], cond, cfg_pp)
         if second is None:  # Euler, from D (CFG++: landing on D, D_u's direction)

@@ -11,11 +11,12 @@ near the end when the schedule ends at 0; the corrector re-uses the predictor's 
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
+
+from nanoldm.samplers.sigmas import per_schedule
 
 
 def _exponential_moments(s: torch.Tensor, t: torch.Tensor, order: int, tau: float) -> torch.Tensor:
@@ -63,11 +64,11 @@ class _Step:
     noise_scale: torch.Tensor | None
 
 
-@functools.lru_cache(maxsize=16)
-def _steps(levels: tuple[float, ...], dtype: torch.dtype, tau_range: tuple[float, float], predictor_order: int,
-           corrector_order: int, pece: bool) -> list[_Step]:
+@per_schedule
+def _steps(sigmas: torch.Tensor, tau_range: tuple[float, float], predictor_order: int, corrector_order: int,
+           pece: bool) -> list[_Step]:
     """Every step's weights: they depend on the noise levels alone, so a repeated schedule reuses them."""
-    sigmas = torch.tensor(levels, dtype=dtype)
+    levels = sigmas.tolist()
     lambdas, n = -sigmas.log(), len(levels) - 1
     taper = levels[-1] == 0  # lower orders towards the end
     steps, h, tau = [], 0.0, 0.0
@@ -103,8 +104,7 @@ def sample_sa_solver(denoiser, x, sigmas, *, cond, noise=None, callback=None, ta
     if len(sigmas) <= 1:
         return x
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
-    levels = tuple(sigmas.detach().cpu().tolist())
-    plan = _steps(levels, sigmas.dtype, tuple(map(float, tau_range)), predictor_order, corrector_order, pece)
+    plan = _steps(sigmas, tuple(map(float, tau_range)), predictor_order, corrector_order, pece)
     x_pred, step_noise, estimates = x, None, []
     for i, step in enumerate(plan):
         denoised = denoiser(x_pred, sigmas[i], cond)

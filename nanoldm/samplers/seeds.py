@@ -13,9 +13,9 @@ ComfyUI's). ComfyUI's alpha factors (its half-logSNR form, shared with flow mode
 """
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from nanoldm.samplers.sigmas import per_schedule
 
 
 def _phi_1(h: torch.Tensor) -> torch.Tensor:
@@ -120,12 +120,11 @@ def _er_noise_scale(lam: torch.Tensor) -> torch.Tensor:
     return lam * ((lam ** 0.3).exp() + 10.0)
 
 
-@functools.lru_cache(maxsize=16)
-def _er_coefficients(levels: tuple[float, ...], dtype: torch.dtype, max_stage: int, points: int) -> list[tuple]:
+@per_schedule
+def _er_coefficients(sigmas: torch.Tensor, max_stage: int, points: int) -> list[tuple]:
     """Per step: (ratio, its second-order weight and divisor, third-order weight and divisor, the noise's std);
-    weights None below the stage a step reaches; None for a step to sigma = 0. They depend on the noise levels alone, so a
-    repeated schedule reuses them."""
-    sigmas = torch.tensor(levels, dtype=dtype)
+    weights None below the stage a step reaches; None for a step to sigma = 0 (cached per schedule)."""
+    levels = sigmas.tolist()
     grid = torch.arange(0, float(points), dtype=torch.float32)
     out = []
     for i in range(len(levels) - 1):
@@ -160,7 +159,7 @@ def sample_er_sde(denoiser, x, sigmas, *, cond, noise=None, callback=None, max_s
     Shapes: x (B, C, h, w) at sigmas[0], sigmas (steps + 1,) descending -> x at sigmas[-1].
     """
     noise = noise if noise is not None else (lambda: torch.randn_like(x))
-    table = _er_coefficients(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, max_stage, points)
+    table = _er_coefficients(sigmas, max_stage, points)
     old, old_d = None, None
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i], cond)

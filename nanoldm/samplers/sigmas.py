@@ -2,6 +2,8 @@
 sampler ends on (0 for a clean sample)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from nanoldm.diffusion.schedule import NoiseSchedule
@@ -25,3 +27,19 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
     max_inv_rho, min_inv_rho = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
+
+
+def per_schedule(table):
+    """Decorate ``table(sigmas, *options)``, a function of the noise levels alone (a solver's weights), so a
+    repeated schedule reuses its result: cached by the levels' values and dtype (the last 16 schedules). The
+    function gets the levels as a CPU tensor of that dtype; what it returns is shared, so callers only read it."""
+    @functools.lru_cache(maxsize=16)
+    def cached(levels: tuple[float, ...], dtype: torch.dtype, *options):
+        return table(torch.tensor(levels, dtype=dtype), *options)
+
+    @functools.wraps(table)
+    def lookup(sigmas: torch.Tensor, *options):
+        return cached(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, *options)
+
+    lookup.cache_clear = cached.cache_clear
+    return lookup

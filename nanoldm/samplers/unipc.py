@@ -22,6 +22,8 @@ import functools
 
 import torch
 
+from nanoldm.samplers.sigmas import per_schedule
+
 VARIANTS = ("bh1", "bh2")
 
 
@@ -64,13 +66,12 @@ def _combine(weights: torch.Tensor, diffs: list[torch.Tensor]):
     return sum((w * d for w, d in zip(weights, diffs)), torch.zeros(()))
 
 
-@functools.lru_cache(maxsize=16)
-def _plan(levels: tuple[float, ...], dtype: torch.dtype, order: int, variant: str, lower_order_final: bool):
+@per_schedule
+def _plan(sigmas: torch.Tensor, order: int, variant: str, lower_order_final: bool):
     """Per step: (its order, r_k, B(h), the predictor's and the corrector's weights, sigma_next / sigma,
     expm1(-h)). They depend on the noise levels alone, so a repeated schedule reuses them.
     Shapes: rks (order,), rhos_p (order - 1,), rhos_c (order,), the rest 0-d."""
-    sigmas = torch.tensor(levels, dtype=dtype)
-    steps, lambdas, plan = len(levels) - 1, [-torch.log(sigmas[0])], []
+    steps, lambdas, plan = len(sigmas) - 1, [-torch.log(sigmas[0])], []
     for i in range(steps):
         j = i + 1  # 1. the order: warm-up j < order, then the full order or (lower_order_final) the steps left
         step_order = min(order, steps + 1 - j) if lower_order_final and j >= order else min(order, j)
@@ -103,7 +104,7 @@ def sample_unipc(denoiser, x, sigmas, *, cond, noise=None, callback=None, order:
         raise ValueError(f"UniPC order must be between 1 and the number of steps ({steps}), got {order}")
     if sigmas[-1] <= 0:
         raise ValueError("UniPC needs sigmas > 0: it ends at a small positive noise level, not at 0")
-    plan = _plan(tuple(sigmas.detach().cpu().tolist()), sigmas.dtype, order, variant, lower_order_final)
+    plan = _plan(sigmas, order, variant, lower_order_final)
     denoised = [denoiser(x, sigmas[0], cond)]  # the last ``order`` outputs, oldest first
     for i, (step_order, rks, b_h, rhos_p, rhos_c, ratio, expm1_h) in enumerate(plan):
         d_s = denoised[-1]
